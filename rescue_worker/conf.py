@@ -1,0 +1,179 @@
+"""Every configuration option of rescue-worker, in one place.
+
+The names and defaults of the ``[rescue_worker]`` group are part of the
+contract with conductors and image builders (DESIGN.md section 4); add options
+freely, never rename or re-type one.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+from oslo_config import cfg
+from oslo_config import types
+
+GROUP = 'rescue_worker'
+
+CONTROL_EXCHANGE = 'rescue_worker'
+
+HASH_SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
+
+DHCP_BACKENDS = (
+    ('dhclient', 'run ISC dhclient on each interface and wait for a lease'),
+    ('networkd', 'write systemd-networkd .network files and reload'),
+    ('none', 'configure nothing; only report the interfaces'),
+)
+
+identity_opts = [
+    cfg.StrOpt('node_id',
+               required=True,
+               help='Identifier of the bare-metal node this worker runs on. '
+                    'It is the RPC server name: the conductor casts to '
+                    'topic "<topic>.<node_id>".'),
+    cfg.StrOpt('topic',
+               default='rescue_worker',
+               help='RPC topic the worker listens on.'),
+]
+
+path_opts = [
+    cfg.StrOpt('root_dir',
+               default='/',
+               help='Root of the file system the provisioning steps write '
+                    'to. Every file they touch (etc/passwd, etc/shadow, '
+                    'etc/sudoers.d, ...) lives under it. Tests and the demo '
+                    'point it at a temporary directory.'),
+    cfg.StrOpt('state_dir',
+               default='/var/lib/rescue-worker',
+               help='Directory holding the request journal and the '
+                    'lockdown marker. Created with mode 0700.'),
+]
+
+security_opts = [
+    cfg.StrOpt('agent_token_file',
+               default='/etc/rescue-worker/agent-token',
+               help='File holding the node token that every request must '
+                    'carry as "agent_token" (at least 32 characters). It '
+                    'must not be readable by group or others. When the file '
+                    'does not exist, the token is read from the kernel '
+                    'command line (rescue_worker_token=...).'),
+    cfg.BoolOpt('allow_unauthenticated',
+                default=False,
+                help='Serve requests without any token check. Only for '
+                     'closed test set-ups: anyone who can publish to the '
+                     'broker can then set the rescue password.'),
+    cfg.BoolOpt('require_hashed',
+                default=False,
+                help='Refuse plaintext passwords (hashed=False) with '
+                     '"plaintext_refused"; only crypt hashes are accepted.'),
+    cfg.StrOpt('hash_scheme',
+               default='sha512_crypt',
+               choices=HASH_SCHEMES,
+               help='passlib scheme used to hash a plaintext password.'),
+    cfg.ListOpt('accepted_hash_schemes',
+                default=['sha512_crypt', 'sha256_crypt', 'bcrypt'],
+                item_type=types.String(choices=HASH_SCHEMES),
+                help='Schemes accepted for a pre-hashed password '
+                     '(hashed=True). MD5-crypt and DES are never accepted.'),
+]
+
+account_opts = [
+    cfg.StrOpt('username',
+               default='rescue',
+               regex=r'^[a-z_][a-z0-9_-]{0,30}$',
+               help='Name of the account created for the tenant.'),
+    cfg.BoolOpt('sudo',
+                default=True,
+                help='Give the account sudo rights '
+                     '(etc/sudoers.d/<username> and the sudo group).'),
+]
+
+pipeline_opts = [
+    cfg.ListOpt('steps',
+                default=['password'],
+                help='Provisioning steps to run, in order. Each name is an '
+                     'entry point in the "rescue_worker.steps" namespace, '
+                     'so a step can be added without editing the package.'),
+]
+
+network_opts = [
+    cfg.StrOpt('dhcp_backend',
+               default='dhclient',
+               choices=DHCP_BACKENDS,
+               help='How the network step configures interfaces.'),
+    cfg.IntOpt('dhcp_timeout',
+               default=30,
+               min=1,
+               help='Seconds to wait for a DHCP lease; interfaces are '
+                    'configured in parallel.'),
+    cfg.ListOpt('skip_interfaces',
+                default=['lo'],
+                help='Glob patterns of interface names never configured.'),
+    cfg.BoolOpt('skip_generated_mac',
+                default=True,
+                help='Skip interfaces whose MAC address is not permanent '
+                     '(addr_assign_type != 0), as ironic images do.'),
+]
+
+lifecycle_opts = [
+    cfg.BoolOpt('exit_after_rescue',
+                default=True,
+                help='After a successful rescue, stop serving RPC and lock '
+                     'the worker down so its endpoint is never exposed to '
+                     'the tenant network.'),
+    cfg.ListOpt('scrub_paths',
+                default=None,
+                help='Files removed at lockdown. Unset means the '
+                     'configuration files the worker was started with, '
+                     'which hold the broker credentials.'),
+    cfg.IntOpt('tenant_renew_interval',
+               default=10,
+               min=1,
+               help='Seconds between DHCP lease renewals after lockdown.'),
+    cfg.IntOpt('tenant_renew_period',
+               default=600,
+               min=0,
+               help='How long, in seconds, the network keeper renews '
+                    'leases after lockdown (0: not at all).'),
+    cfg.IntOpt('notification_retry',
+               default=10,
+               min=0,
+               help='Connection retries for one notification before it is '
+                    'given up (logged), so a dead broker never blocks the '
+                    'worker forever.'),
+    cfg.IntOpt('shutdown_timeout',
+               default=300,
+               min=1,
+               help='Seconds SIGTERM waits for the running request to '
+                    'finish before the worker exits anyway.'),
+]
+
+ALL_OPTS = list(itertools.chain(identity_opts, path_opts, security_opts,
+                                account_opts, pipeline_opts, network_opts,
+                                lifecycle_opts))
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the worker's own options on ``conf``."""
+    conf.register_opts(ALL_OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Options for oslo-config-generator (entry point oslo.config.opts)."""
+    return [(GROUP, copy.deepcopy(ALL_OPTS))]
+
+
+def set_library_defaults() -> None:
+    """Defaults rescue-worker sets on oslo.messaging's own options.
+
+    Registered as the ``oslo.config.opts.defaults`` entry point so that the
+    generated sample shows the values the worker really runs with.
+    """
+    import oslo_messaging
+
+    oslo_messaging.set_transport_defaults(CONTROL_EXCHANGE)
+    from oslo_messaging.notify import notifier
+
+    # Without a driver oslo.messaging drops notifications silently; the
+    # conductor learns every outcome from them.
+    cfg.set_defaults(notifier._notifier_opts, driver=['messagingv2'])
