@@ -1,0 +1,70 @@
+"""Crash-safe file replacement.
+
+Every file the worker writes (the journal, the lockdown marker, the account
+files) is replaced whole: a reader, or the worker itself after a crash, sees
+either the old content or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes, mode: int | None = None,
+                     uid: int | None = None, gid: int | None = None) -> None:
+    """Replace ``path`` with ``data`` via a temp file, fsync and rename.
+
+    The mode and owner of an existing file are kept unless given; a new file
+    gets ``mode`` (default 0600) and the caller's owner. The temp file is
+    created 0600 so the content is never readable by others in between.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        current = None
+    if mode is None:
+        mode = (current.st_mode & 0o7777) if current else 0o600
+    if uid is None and current is not None:
+        uid = current.st_uid
+    if gid is None and current is not None:
+        gid = current.st_gid
+
+    fd, tmp_path = tempfile.mkstemp(
+        prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as tmp:
+            tmp.write(data)
+            tmp.flush()
+            if uid is not None or gid is not None:
+                os.fchown(tmp.fileno(), -1 if uid is None else uid,
+                          -1 if gid is None else gid)
+            os.fchmod(tmp.fileno(), mode)
+            os.fsync(tmp.fileno())
+        os.rename(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+    fsync_dir(directory)
+
+
+def remove_durably(path: str) -> bool:
+    """Unlink ``path`` and sync its directory; False if it was not there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return True
