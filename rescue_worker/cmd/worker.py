@@ -1,0 +1,71 @@
+"""``rescue-worker``: the daemon that runs in the rescue ramdisk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from oslo_config import cfg
+from oslo_log import log
+
+from rescue_worker import errors
+from rescue_worker import lockdown
+from rescue_worker import rpc
+from rescue_worker import service
+from rescue_worker import version
+
+LOG = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_SHUTDOWN_TIMEOUT = 3
+
+
+def parse_config(argv: list[str] | None) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    rpc.register_opts(conf)
+    log.register_options(conf)
+    conf(argv, project='rescue-worker', prog='rescue-worker',
+         version=version.version_string())
+    return conf
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        conf = parse_config(sys.argv[1:] if argv is None else argv)
+    except cfg.Error as exc:
+        print('rescue-worker: %s' % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    log.setup(conf, 'rescue-worker')
+    LOG.info('rescue-worker %s starting for node %s',
+             version.version_string(), conf.rescue_worker.node_id)
+    # Secret options (transport_url among them) are masked by oslo.config.
+    conf.log_opt_values(LOG, logging.DEBUG)
+    try:
+        worker = service.RescueWorker(conf)
+    except lockdown.AlreadyRescued as exc:
+        # Not a failure: a rescued node simply has nothing to serve, and a
+        # non-zero status would make systemd restart us in a loop.
+        LOG.warning('%s', exc)
+        return 0
+    except errors.ConfigurationError as exc:
+        LOG.error('Cannot start: %s', exc)
+        return EXIT_CONFIG
+
+    def _on_signal(signum, frame):
+        worker.request_stop(service.STOP_SIGNAL)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        return worker.run()
+    except service.ShutdownTimeout as exc:
+        LOG.error('Exiting with a request still running: %s', exc)
+        logging.shutdown()
+        # The stuck request's thread would keep a normal exit waiting.
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

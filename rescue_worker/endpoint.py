@@ -1,0 +1,287 @@
+"""RPC API 1.x of the worker: argument checks, authentication, idempotency,
+and the hand-off to the pipeline.
+
+This module knows the wire contract (DESIGN.md section 3) and nothing of
+files: the journal, the pipeline and the notifications are given to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import oslo_messaging
+
+from rescue_worker import errors
+from rescue_worker import journal as rw_journal
+from rescue_worker import notify
+from rescue_worker import pipeline as rw_pipeline
+from rescue_worker import version
+
+LOG = logging.getLogger(__name__)
+
+RPC_API_VERSION = '1.0'
+
+WAITING = 'waiting'
+RESCUING = 'rescuing'
+RESCUED = 'rescued'
+FAILED = 'failed'
+
+MAX_PASSWORD_FIELD = 1024 * 1024  # type/size guard; the step checks 4096
+MAX_REQUEST_ID = 255
+_ARGS = ('rescue_password', 'hashed', 'agent_token')
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return '<missing>'
+
+
+MISSING = _Missing()
+
+
+class _RefusalLog:
+    """Logs refusals, at most ``burst`` per ``window`` seconds.
+
+    Whoever can publish to the broker can send refusals in a loop; the log
+    on a ramdisk must not be what fills up.
+    """
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        self.burst, self.window = burst, window
+        self._lock = threading.Lock()
+        self._window_start = time.monotonic()
+        self._count = 0
+        self._suppressed = 0
+
+    def warning(self, request_id: str, error: errors.RescueError) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= self.window:
+                if self._suppressed:
+                    LOG.warning('%d more refused requests were not logged',
+                                self._suppressed)
+                self._window_start, self._count = now, 0
+                self._suppressed = 0
+            self._count += 1
+            if self._count > self.burst:
+                self._suppressed += 1
+                return
+        LOG.warning('Refused request %s: %s (%s)', request_id, error.code,
+                    error.message)
+
+
+def _describe_type(value: object) -> str:
+    return 'None' if value is None else type(value).__name__
+
+
+class RescueEndpoint:
+    """Serves ``finalize_rescue`` and ``get_status`` for one node."""
+
+    target = oslo_messaging.Target(version=RPC_API_VERSION)
+
+    def __init__(self, *, node_id: str, topic: str, username: str,
+                 token_check, journal: rw_journal.Journal,
+                 pipeline: rw_pipeline.Pipeline,
+                 notifications: notify.Notifications,
+                 on_rescued: Callable[[str], None] | None = None) -> None:
+        self.node_id = node_id
+        self.topic = topic
+        self.username = username
+        self._token_check = token_check
+        self._journal = journal
+        self._pipeline = pipeline
+        self._notifications = notifications
+        self._on_rescued = on_rescued
+        # One request at a time: the steps rewrite the same files.
+        self._run_lock = threading.Lock()
+        self._refusals = _RefusalLog()
+        self._closed = False
+        last = journal.last()
+        self._last_request_id = last.request_id if last else None
+        if last is None:
+            self._state = WAITING
+        elif not last.ended:
+            self._state = RESCUING
+        else:
+            self._state = FAILED if last.outcome.get('error') else RESCUED
+
+    # -- RPC API -----------------------------------------------------------
+
+    @oslo_messaging.expected_exceptions(errors.RescueError)
+    def get_status(self, ctxt, agent_token=None, **unknown) -> dict:
+        self._token_check.verify(agent_token)
+        return {'node_id': self.node_id,
+                'state': self._state,
+                'last_request_id': self._last_request_id,
+                'rpc_api_version': RPC_API_VERSION,
+                'version': version.version_string()}
+
+    def finalize_rescue(self, ctxt, rescue_password=MISSING, hashed=False,
+                        agent_token=None, **unknown) -> dict:
+        received = time.monotonic()
+        request_id = None
+        try:
+            request_id = self._request_id(ctxt)
+            self._token_check.verify(agent_token)
+            request = self._parse(request_id, rescue_password, hashed,
+                                  unknown)
+            self._pipeline.check(request)
+        except errors.RescueError as exc:
+            request_id = request_id or _new_request_id()
+            self._refusals.warning(request_id, exc)
+            data = self._data(request_id, received, error=exc.as_dict())
+            self._notifications.outcome(data)
+            return data
+
+        with self._run_lock:
+            if self._closed:
+                LOG.warning('Request %s arrived after lockdown began; it '
+                            'is not run (the node is already rescued)',
+                            request_id)
+                return self._data(request_id, received, error={
+                    'code': errors.INTERNAL,
+                    'message': 'the worker is locked down after a rescue; '
+                               'reboot the node into the rescue ramdisk '
+                               'to rescue it again'})
+            record = self._journal.get(request_id)
+            if record is not None and record.ended:
+                return self._replay(record)
+            self._journal.record_request(
+                request_id, {'rescue_password': request.rescue_password,
+                             'hashed': request.hashed})
+            return self._run(request, received)
+
+    # -- start-up recovery -------------------------------------------------
+
+    def recover(self) -> list[dict]:
+        """Finish what the journal shows a crash interrupted.
+
+        Called before the server starts consuming. Returns the outcomes.
+        """
+        outcomes = []
+        with self._run_lock:
+            for record in self._journal.unfinished():
+                if record.ended:
+                    LOG.info('Request %s ended before a restart but its '
+                             'outcome was not published; publishing it',
+                             record.request_id)
+                    self._publish_outcome(record.outcome)
+                    outcomes.append(record.outcome)
+                    continue
+                if record.request is None:
+                    # Scrubbed at a lockdown that this start ignores.
+                    LOG.error('Request %s was interrupted but its data is '
+                              'gone; the conductor must send it again',
+                              record.request_id)
+                    continue
+                LOG.info('Request %s was interrupted by a restart; '
+                         'running it again', record.request_id)
+                request = rw_pipeline.RescueRequest(
+                    request_id=record.request_id,
+                    rescue_password=record.request['rescue_password'],
+                    hashed=record.request['hashed'])
+                outcomes.append(self._run(request, time.monotonic()))
+        return outcomes
+
+    def close(self) -> None:
+        """Refuse to run anything from now on (lockdown)."""
+        with self._run_lock:
+            self._closed = True
+
+    # -- internals ---------------------------------------------------------
+
+    def _data(self, request_id: str, received: float, **fields) -> dict:
+        return notify.finalize_data(
+            node_id=self.node_id, request_id=request_id,
+            username=self.username,
+            duration_ms=(time.monotonic() - received) * 1000.0, **fields)
+
+    def _request_id(self, ctxt) -> str:
+        request_id = ctxt.get('request_id') if isinstance(ctxt, dict) \
+            else None
+        if request_id is None:
+            return _new_request_id()
+        if (not isinstance(request_id, str) or not request_id
+                or len(request_id) > MAX_REQUEST_ID
+                or not request_id.isprintable()
+                or not request_id.isascii()):
+            raise errors.RescueError(
+                errors.INVALID_REQUEST,
+                'the context request_id must be a printable ASCII string of '
+                'at most %d characters, such as "req-<uuid>"; this request '
+                'was given a new one' % MAX_REQUEST_ID)
+        return request_id
+
+    def _parse(self, request_id: str, rescue_password, hashed,
+               unknown: dict) -> rw_pipeline.RescueRequest:
+        if unknown:
+            names = sorted(repr(str(k)[:64]) for k in unknown)[:5]
+            raise errors.RescueError(
+                errors.INVALID_REQUEST,
+                'unexpected argument(s) %s; RPC API %s of finalize_rescue '
+                'takes %s' % (', '.join(names), RPC_API_VERSION,
+                              ', '.join(_ARGS)))
+        if rescue_password is MISSING:
+            raise errors.RescueError(
+                errors.INVALID_REQUEST,
+                'rescue_password is missing; send the password (or its '
+                'crypt hash with hashed=true) as a string')
+        if not isinstance(rescue_password, str):
+            raise errors.RescueError(
+                errors.INVALID_REQUEST,
+                'rescue_password must be a string, not %s' %
+                _describe_type(rescue_password))
+        if not isinstance(hashed, bool):
+            raise errors.RescueError(
+                errors.INVALID_REQUEST,
+                'hashed must be a boolean (true or false), not %s' %
+                _describe_type(hashed))
+        return rw_pipeline.RescueRequest(request_id=request_id,
+                                         rescue_password=rescue_password,
+                                         hashed=hashed)
+
+    def _replay(self, record: rw_journal.JournalRecord) -> dict:
+        LOG.info('Request %s was already handled; publishing its recorded '
+                 'outcome again', record.request_id)
+        data = dict(record.outcome, replayed=True)
+        self._notifications.outcome(data)
+        return data
+
+    def _run(self, request: rw_pipeline.RescueRequest,
+             received: float) -> dict:
+        self._state, self._last_request_id = RESCUING, request.request_id
+        LOG.info('Request %s: running steps %s', request.request_id,
+                 ','.join(self._pipeline.step_names))
+        self._notifications.start(self._data(request.request_id, received))
+        result = self._pipeline.run(request)
+        data = self._data(
+            request.request_id, received,
+            hash_scheme=result.state.hash_scheme,
+            steps=[report.as_dict() for report in result.steps],
+            interfaces=result.state.interfaces,
+            error=result.error.as_dict() if result.error else None)
+        self._journal.record_outcome(request.request_id, data)
+        self._state = RESCUED if result.succeeded else FAILED
+        if result.succeeded:
+            LOG.info('Request %s: rescue succeeded in %.0f ms',
+                     request.request_id, data['duration_ms'])
+        else:
+            LOG.error('Request %s: rescue failed: %s (%s)',
+                      request.request_id, result.error.code,
+                      result.error.message)
+        self._publish_outcome(data)
+        if result.succeeded and self._on_rescued is not None:
+            self._closed = self._on_rescued(request.request_id) is True
+        return data
+
+    def _publish_outcome(self, data: dict) -> None:
+        self._notifications.outcome(data)
+        self._journal.mark_notified(data['request_id'])
+
+
+def _new_request_id() -> str:
+    return 'req-%s' % uuid.uuid4()

@@ -1,0 +1,94 @@
+"""Transports, the RPC server, the notifier: everything oslo.messaging.
+
+The rest of the package asks this module for messaging objects and never
+imports a driver. Works with a private ``ConfigOpts`` (one per worker), so
+many workers, each with its own configuration, can live in one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_messaging import opts as messaging_opts
+
+from rescue_worker import conf as rw_conf
+
+NOTIFICATIONS_GROUP = 'oslo_messaging_notifications'
+
+
+# oslo.messaging 18.x registers these groups on the global cfg.CONF only,
+# yet reads them from the transport's conf on every send: without this a
+# private ConfigOpts fails the first cast with NoSuchOptError. The list is
+# the one oslo.messaging's own ConfFixture imports.
+_GLOBAL_ONLY_OPTS = (
+    ('oslo_messaging._tracing.client', 'oslo_messaging_tracing'),
+    ('oslo_messaging._metrics.client', 'oslo_messaging_metrics'),
+)
+
+
+def _register_global_only_opts(conf: cfg.ConfigOpts) -> None:
+    for module_name, group in _GLOBAL_ONLY_OPTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        opts = getattr(module, group, None)
+        if opts:
+            conf.register_opts(opts, group=group)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the worker's and oslo.messaging's options with our defaults.
+
+    Call before parsing, so that the config file can override the defaults.
+    """
+    rw_conf.register_opts(conf)
+    oslo_messaging.set_transport_defaults(rw_conf.CONTROL_EXCHANGE)
+    for group, opts in messaging_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    _register_global_only_opts(conf)
+    # Without a driver oslo.messaging silently drops notifications, and
+    # notifications are how the conductor learns every outcome.
+    conf.set_default('driver', ['messagingv2'], group=NOTIFICATIONS_GROUP)
+
+
+def get_rpc_transport(conf: cfg.ConfigOpts,
+                      url: str | None = None) -> oslo_messaging.Transport:
+    return oslo_messaging.get_rpc_transport(conf, url=url)
+
+
+def get_notification_transport(conf: cfg.ConfigOpts,
+                               url: str | None = None
+                               ) -> oslo_messaging.Transport:
+    return oslo_messaging.get_notification_transport(conf, url=url)
+
+
+def server_target(conf: cfg.ConfigOpts) -> oslo_messaging.Target:
+    return oslo_messaging.Target(topic=conf.rescue_worker.topic,
+                                 server=conf.rescue_worker.node_id)
+
+
+def get_server(conf: cfg.ConfigOpts, transport: oslo_messaging.Transport,
+               endpoints: list) -> oslo_messaging.MessageHandlingServer:
+    # No executor argument: the default is threading (eventlet is
+    # deprecated upstream). One request at a time is enforced by the
+    # endpoint, not by the pool size, so get_status stays answerable while
+    # a request runs.
+    return oslo_messaging.get_rpc_server(
+        transport, server_target(conf), endpoints,
+        serializer=oslo_messaging.NoOpSerializer(),
+        access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+
+
+def publisher_id(node_id: str) -> str:
+    return 'rescue-worker.%s' % node_id
+
+
+def get_notifier(conf: cfg.ConfigOpts, transport: oslo_messaging.Transport
+                 ) -> oslo_messaging.Notifier:
+    return oslo_messaging.Notifier(
+        transport, publisher_id=publisher_id(conf.rescue_worker.node_id),
+        serializer=oslo_messaging.NoOpSerializer(),
+        retry=conf.rescue_worker.notification_retry)

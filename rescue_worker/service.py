@@ -1,0 +1,186 @@
+"""The worker's life cycle: start-up checks, recovery, serving, stopping and
+lockdown.
+
+``RescueWorker`` wires the parts together (configuration, token, journal,
+pipeline, endpoint, RPC server, notifier). The ``rescue-worker`` command and
+the test fixtures both run a worker through it, so a test exercises the same
+sequence as the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import oslo_messaging
+from oslo_config import cfg
+
+from rescue_worker import agent_token
+from rescue_worker import endpoint as rw_endpoint
+from rescue_worker import journal as rw_journal
+from rescue_worker import lockdown
+from rescue_worker import notify
+from rescue_worker import pipeline as rw_pipeline
+from rescue_worker import rpc
+from rescue_worker import version
+
+LOG = logging.getLogger(__name__)
+
+STOP_RESCUED = 'rescued'
+STOP_SIGNAL = 'signal'
+STOP_REQUESTED = 'requested'
+
+
+class ShutdownTimeout(Exception):
+    """The running request did not finish within ``shutdown_timeout``."""
+
+
+class RescueWorker:
+    """One node's worker. Raises at construction when it must not start:
+    ``lockdown.AlreadyRescued`` or ``errors.ConfigurationError``."""
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 rpc_transport: oslo_messaging.Transport | None = None,
+                 notification_transport: oslo_messaging.Transport | None
+                 = None,
+                 cmdline_path: str = agent_token.PROC_CMDLINE) -> None:
+        self.conf = conf
+        group = conf.rescue_worker
+        self.node_id = group.node_id
+        self.marker = lockdown.LockdownMarker(group.state_dir)
+        self.marker.check()
+        self.token_check = agent_token.TokenCheck(
+            agent_token.load_token(conf, cmdline_path))
+        self.pipeline = rw_pipeline.Pipeline.from_conf(conf)
+        self.journal = rw_journal.Journal(group.state_dir)
+
+        self._owned_transports = []
+        if rpc_transport is None:
+            rpc_transport = rpc.get_rpc_transport(conf)
+            self._owned_transports.append(rpc_transport)
+        if notification_transport is None:
+            notification_transport = rpc.get_notification_transport(conf)
+            self._owned_transports.append(notification_transport)
+        self.rpc_transport = rpc_transport
+        self.notifications = notify.Notifications(
+            rpc.get_notifier(conf, notification_transport))
+        self.endpoint = rw_endpoint.RescueEndpoint(
+            node_id=self.node_id, topic=group.topic, username=group.username,
+            token_check=self.token_check, journal=self.journal,
+            pipeline=self.pipeline, notifications=self.notifications,
+            on_rescued=self._rescued)
+        self.server: oslo_messaging.MessageHandlingServer | None = None
+        self.stop_reason: str | None = None
+        self._stop_requested = threading.Event()
+        #: set once the server consumes (after ``worker.ready``)
+        self.ready = threading.Event()
+        #: set once the worker has stopped for good
+        self.stopped = threading.Event()
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover interrupted requests, then serve (unless recovery
+        finished a rescue and the worker locked down)."""
+        recovered = self.endpoint.recover()
+        if recovered:
+            LOG.info('Recovered %d interrupted request(s)', len(recovered))
+        if self._stop_requested.is_set():
+            return
+        self.server = rpc.get_server(self.conf, self.rpc_transport,
+                                     [self.endpoint])
+        # start() declares and binds the queue before it returns, so from
+        # here on a cast to this node is never dropped.
+        self.server.start()
+        LOG.info('Serving RPC API %s on topic %s, server %s',
+                 rw_endpoint.RPC_API_VERSION, self.conf.rescue_worker.topic,
+                 self.node_id)
+        self.ready.set()
+        self.notifications.ready(self._worker_data('waiting'))
+
+    def request_stop(self, reason: str = STOP_REQUESTED) -> None:
+        """Ask the worker to stop; safe from a signal handler or any
+        thread."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop_requested.set()
+
+    def wait_for_stop_request(self, timeout: float | None = None) -> bool:
+        return self._stop_requested.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop consuming, finish the running request, publish
+        ``worker.stopped``; then lock down if the node was rescued."""
+        if self.server is not None:
+            self.server.stop()
+            waiter = threading.Thread(target=self.server.wait,
+                                      name='rescue-worker-drain',
+                                      daemon=True)
+            waiter.start()
+            waiter.join(self.conf.rescue_worker.shutdown_timeout)
+            if waiter.is_alive():
+                raise ShutdownTimeout(
+                    'the running request did not finish within %d s; the '
+                    'journal keeps it and the next start runs it again' %
+                    self.conf.rescue_worker.shutdown_timeout)
+        rescued = self.stop_reason == STOP_RESCUED
+        self.notifications.stopped(self._worker_data(
+            'rescued' if rescued else 'stopped', reason=self.stop_reason))
+        if rescued:
+            self._scrub()
+        for transport in self._owned_transports:
+            transport.cleanup()
+        self.stopped.set()
+        LOG.info('Worker stopped (%s)', self.stop_reason)
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit status."""
+        self.start()
+        while not self._stop_requested.wait(1.0):
+            # A bounded wait keeps the main thread responsive to signals.
+            pass
+        LOG.info('Stopping (%s)', self.stop_reason)
+        self.stop()
+        return 0
+
+    # -- lockdown ----------------------------------------------------------
+
+    def _rescued(self, request_id: str) -> bool:
+        if not self.conf.rescue_worker.exit_after_rescue:
+            return False
+        # The marker first: if the process dies from here on, it never
+        # serves again.
+        self.marker.write(request_id)
+        LOG.info('Rescue succeeded; locking down')
+        self.request_stop(STOP_RESCUED)
+        return True
+
+    def scrub_paths(self) -> list[str]:
+        group = self.conf.rescue_worker
+        paths = [group.agent_token_file] if group.agent_token_file else []
+        if group.scrub_paths is not None:
+            return paths + list(group.scrub_paths)
+        paths.extend(os.path.abspath(p) for p in self.conf.config_file)
+        for directory in self.conf.config_dir or []:
+            if os.path.isdir(directory):
+                paths.extend(os.path.join(directory, name)
+                             for name in sorted(os.listdir(directory))
+                             if name.endswith('.conf'))
+        return paths
+
+    def _scrub(self) -> None:
+        scrubbed = self.journal.scrub()
+        removed = lockdown.scrub_files(self.scrub_paths())
+        LOG.info('Lockdown: removed %s; dropped the request data of %d '
+                 'journal record(s)', ', '.join(removed) or 'no files',
+                 scrubbed)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _worker_data(self, state: str, reason: str | None = None) -> dict:
+        return notify.worker_data(
+            node_id=self.node_id, state=state,
+            topic=self.conf.rescue_worker.topic,
+            version=version.version_string(),
+            rpc_api_version=rw_endpoint.RPC_API_VERSION, reason=reason)
