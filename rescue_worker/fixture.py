@@ -17,20 +17,17 @@ conductor's client must use ``worker.transport`` and
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
-import os
-import secrets
 import threading
 import time
 import uuid
 
 import fixtures
 import oslo_messaging
-from oslo_config import cfg
 
 from rescue_worker import notify
 from rescue_worker import rpc
+from rescue_worker import sandbox
 from rescue_worker import service
 
 DEFAULT_TIMEOUT = 10.0
@@ -153,33 +150,26 @@ class RescueWorkerFixture(fixtures.Fixture):
     Keyword arguments become ``[rescue_worker]`` options in the worker's
     configuration file (for example ``steps='password'`` or
     ``require_hashed=True``). Attributes: ``node_id``, ``token``,
-    ``root_dir``, ``state_dir``, ``config_file``, ``conf``, ``worker``,
-    ``transport``, ``notification_transport``.
+    ``root_dir``, ``state_dir``, ``config_file``, ``token_file``, ``conf``,
+    ``worker``, ``transport``, ``notification_transport``.
     """
 
     def __init__(self, node_id: str | None = None, start: bool = True,
                  transport_url: str = 'fake://', **options) -> None:
         super().__init__()
-        self.node_id = node_id or 'node-%s' % uuid.uuid4().hex[:12]
+        self._node_args = dict(node_id=node_id, transport_url=transport_url,
+                               **options)
         self.start_worker = start
-        self.transport_url = transport_url
-        self.options = options
-        self.token = secrets.token_hex(32)
         self.worker: service.RescueWorker | None = None
         self._runner: threading.Thread | None = None
 
     def _setUp(self) -> None:
-        self.base_dir = self.useFixture(fixtures.TempDir()).path
-        self.root_dir = os.path.join(self.base_dir, 'root')
-        self.state_dir = os.path.join(self.base_dir, 'state')
-        self.token_file = os.path.join(self.base_dir, 'agent-token')
-        self.config_file = os.path.join(self.base_dir, 'rescue-worker.conf')
-        os.makedirs(self.root_dir)
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(self.token + '\n')
-        self.write_config()
-        self.conf = self.load_config()
+        base_dir = self.useFixture(fixtures.TempDir()).path
+        self.node = sandbox.SandboxNode(base_dir, **self._node_args).create()
+        for name in ('node_id', 'token', 'base_dir', 'root_dir', 'state_dir',
+                     'token_file', 'config_file'):
+            setattr(self, name, getattr(self.node, name))
+        self.conf = self.node.load_config()
         self.transport = rpc.get_rpc_transport(self.conf)
         self.notification_transport = rpc.get_notification_transport(
             self.conf)
@@ -190,37 +180,12 @@ class RescueWorkerFixture(fixtures.Fixture):
         if self.start_worker:
             self.start()
 
-    def write_config(self) -> None:
-        parser = configparser.ConfigParser()
-        parser['DEFAULT'] = {'transport_url': self.transport_url}
-        section = {'node_id': self.node_id,
-                   'root_dir': self.root_dir,
-                   'state_dir': self.state_dir,
-                   'agent_token_file': self.token_file,
-                   'dhcp_backend': 'none'}
-        for key, value in self.options.items():
-            if isinstance(value, bool):
-                value = 'true' if value else 'false'
-            elif isinstance(value, (list, tuple)):
-                value = ','.join(value)
-            section[key] = str(value)
-        parser['rescue_worker'] = section
-        with open(self.config_file, 'w') as f:
-            parser.write(f)
-
-    def load_config(self) -> cfg.ConfigOpts:
-        conf = cfg.ConfigOpts()
-        rpc.register_opts(conf)
-        conf(['--config-file', self.config_file], project='rescue-worker',
-             default_config_files=[], default_config_dirs=[])
-        return conf
-
     def start(self) -> service.RescueWorker:
         """Start (or restart) the worker; returns once it consumes."""
         self.worker = service.RescueWorker(
             self.conf, rpc_transport=self.transport,
             notification_transport=self.notification_transport,
-            cmdline_path=os.path.join(self.base_dir, 'no-cmdline'))
+            cmdline_path=self.node.cmdline_file)
         worker = self.worker
         worker.start()
         self._runner = threading.Thread(

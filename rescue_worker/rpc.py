@@ -39,12 +39,12 @@ def _register_global_only_opts(conf: cfg.ConfigOpts) -> None:
             conf.register_opts(opts, group=group)
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the worker's and oslo.messaging's options with our defaults.
+def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
+    """Register oslo.messaging's options with rescue-worker's defaults.
 
-    Call before parsing, so that the config file can override the defaults.
+    Enough for a conductor-side tool; call before parsing, so that a
+    config file can override the defaults.
     """
-    rw_conf.register_opts(conf)
     oslo_messaging.set_transport_defaults(rw_conf.CONTROL_EXCHANGE)
     for group, opts in messaging_opts.list_opts():
         conf.register_opts(opts, group=group)
@@ -52,6 +52,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     # Without a driver oslo.messaging silently drops notifications, and
     # notifications are how the conductor learns every outcome.
     conf.set_default('driver', ['messagingv2'], group=NOTIFICATIONS_GROUP)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the worker's own and oslo.messaging's options."""
+    rw_conf.register_opts(conf)
+    register_messaging_opts(conf)
 
 
 def get_rpc_transport(conf: cfg.ConfigOpts,

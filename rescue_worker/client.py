@@ -1,0 +1,312 @@
+"""The conductor's side: cast ``finalize_rescue``, wait for the outcome,
+re-cast what was lost.
+
+Delivery is end to end (DESIGN.md section 6): the rabbit driver acks a cast
+before the worker runs it and drops a cast to a queue that does not exist. So
+the client casts with the mandatory flag (a missing queue raises
+``WorkerNotListening`` at once), and ``CompletionWaiter`` re-casts a request
+whose ``start`` did not come in time; the worker's journal makes a re-cast of
+the same ``request_id`` harmless.
+
+Usage::
+
+    client = RescueWorkerClient(transport)
+    with CompletionWaiter(notification_transport) as waiter:
+        request_id = client.finalize_rescue({}, node_id, password,
+                                            agent_token=token)
+        [outcome] = waiter.wait([request_id], client=client).values()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
+
+import oslo_messaging
+
+from rescue_worker import conf as rw_conf
+from rescue_worker import notify
+from rescue_worker.steps import password as password_step
+
+DEFAULT_TOPIC = 'rescue_worker'
+RPC_API_VERSION = '1.0'
+
+ENDED = 'end'
+FAILED = 'error'
+TIMED_OUT = 'timeout'
+NOT_LISTENING = 'not_listening'
+
+
+class WorkerNotListening(Exception):
+    """No worker consumes the node's queue: not booted yet, or already
+    locked down after a rescue."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(
+            'no rescue worker is listening for node %s (its queue does not '
+            'exist): wait for its worker.ready notification, or check that '
+            'the node booted the rescue ramdisk' % node_id)
+        self.node_id = node_id
+
+
+@dataclasses.dataclass
+class _Sent:
+    node_id: str
+    ctxt: dict
+    kwargs: dict = dataclasses.field(repr=False)
+    casts: int = 1
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How one request ended, as the waiter saw it."""
+
+    request_id: str
+    node_id: str | None
+    status: str  # ENDED, FAILED, TIMED_OUT or NOT_LISTENING
+    data: dict | None = None
+    started: bool = False
+    casts: int = 1
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == ENDED
+
+    @property
+    def error(self) -> dict | None:
+        if self.status == TIMED_OUT:
+            return {'code': TIMED_OUT,
+                    'message': 'no outcome notification in time'}
+        if self.status == NOT_LISTENING:
+            return {'code': NOT_LISTENING,
+                    'message': 'the worker stopped listening before the '
+                               'request started'}
+        return self.data.get('error') if self.data else None
+
+
+class RescueWorkerClient:
+    """Casts to rescue workers, one node per ``server``."""
+
+    def __init__(self, transport: oslo_messaging.Transport,
+                 topic: str = DEFAULT_TOPIC,
+                 exchange: str = rw_conf.CONTROL_EXCHANGE,
+                 version_cap: str = RPC_API_VERSION,
+                 timeout: int = 60,
+                 hash_scheme: str = 'sha512_crypt',
+                 hash_rounds: int | None = None) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.exchange = exchange
+        self.version_cap = version_cap
+        self.timeout = timeout
+        self.hash_scheme = hash_scheme
+        self.hash_rounds = hash_rounds
+        self._lock = threading.Lock()
+        self._sent: dict[str, _Sent] = {}
+
+    def _client(self, node_id: str) -> oslo_messaging.RPCClient:
+        target = oslo_messaging.Target(topic=self.topic, server=node_id,
+                                       exchange=self.exchange,
+                                       version=RPC_API_VERSION)
+        return oslo_messaging.get_rpc_client(
+            self.transport, target, version_cap=self.version_cap,
+            timeout=self.timeout,
+            transport_options=oslo_messaging.TransportOptions(
+                at_least_once=True))
+
+    def finalize_rescue(self, context: dict | None, node_id: str,
+                        password: str, *, agent_token: str | None = None,
+                        hashed: bool = False, hash_on_client: bool = True,
+                        request_id: str | None = None) -> str:
+        """Cast ``finalize_rescue`` to ``node_id``; return the request id.
+
+        A plaintext password is hashed here by default, so no plaintext
+        crosses the broker. The request id comes from ``request_id``, the
+        context's ``request_id`` or a new ``req-<uuid>``.
+
+        :raises WorkerNotListening: the node's queue does not exist.
+        :raises RescueError: the password cannot be hashed
+            (``invalid_password``).
+        """
+        ctxt = dict(context or {})
+        request_id = request_id or ctxt.get('request_id') or \
+            'req-%s' % uuid.uuid4()
+        ctxt['request_id'] = request_id
+        if not hashed and hash_on_client:
+            password = password_step.hash_password(
+                password, self.hash_scheme, self.hash_rounds)
+            hashed = True
+        kwargs = {'rescue_password': password, 'hashed': hashed,
+                  'agent_token': agent_token}
+        with self._lock:
+            self._sent[request_id] = _Sent(node_id, ctxt, kwargs)
+        self._cast(request_id)
+        return request_id
+
+    def recast(self, request_id: str) -> None:
+        """Send the same request again (same ``request_id``)."""
+        with self._lock:
+            self._sent[request_id].casts += 1
+        self._cast(request_id)
+
+    def casts(self, request_id: str) -> int:
+        with self._lock:
+            return self._sent[request_id].casts
+
+    def forget(self, request_id: str) -> None:
+        """Drop what is kept for re-casting (it holds the hash)."""
+        with self._lock:
+            self._sent.pop(request_id, None)
+
+    def _cast(self, request_id: str) -> None:
+        with self._lock:
+            sent = self._sent[request_id]
+        try:
+            self._client(sent.node_id).cast(sent.ctxt, 'finalize_rescue',
+                                            **sent.kwargs)
+        except oslo_messaging.MessageUndeliverable:
+            raise WorkerNotListening(sent.node_id) from None
+
+    def get_status(self, node_id: str, agent_token: str | None = None
+                   ) -> dict:
+        """The worker's state, as a call."""
+        return self._client(node_id).call({}, 'get_status',
+                                          agent_token=agent_token)
+
+
+class CompletionWaiter:
+    """Listens to the workers' notifications and waits for outcomes.
+
+    Start it before casting, so that no notification is missed. Each
+    waiter has its own queue (``rescue-worker-waiter-<uuid>``), so any
+    number of conductors can wait side by side.
+    """
+
+    def __init__(self, notification_transport: oslo_messaging.Transport,
+                 exchange: str = rw_conf.CONTROL_EXCHANGE,
+                 topic: str = 'notifications',
+                 on_notification: Callable[[str, dict], None] | None = None
+                 ) -> None:
+        self.transport = notification_transport
+        self.exchange = exchange
+        self.topic = topic
+        self.on_notification = on_notification
+        self.pool = 'rescue-worker-waiter-%s' % uuid.uuid4().hex
+        self._cond = threading.Condition()
+        self._started: dict[str, dict] = {}
+        self._outcomes: dict[str, tuple[str, dict]] = {}
+        self._listener = None
+
+    # -- listener life cycle -------------------------------------------------
+
+    def start(self) -> CompletionWaiter:
+        self._listener = oslo_messaging.get_notification_listener(
+            self.transport,
+            [oslo_messaging.Target(topic=self.topic, exchange=self.exchange)],
+            [_WaiterEndpoint(self)], pool=self.pool,
+            serializer=oslo_messaging.NoOpSerializer())
+        self._listener.start()
+        return self
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener.wait()
+            self._listener = None
+
+    def __enter__(self) -> CompletionWaiter:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _record(self, event_type: str, payload: dict) -> None:
+        try:
+            data = notify.payload_data(payload)
+            request_id = data.get('request_id')
+        except (KeyError, TypeError, AttributeError):
+            return
+        with self._cond:
+            if event_type == notify.EVENT_START:
+                self._started.setdefault(request_id, data)
+            elif event_type in (notify.EVENT_END, notify.EVENT_ERROR):
+                kind = ENDED if event_type == notify.EVENT_END else FAILED
+                self._outcomes.setdefault(request_id, (kind, data))
+            self._cond.notify_all()
+        if self.on_notification is not None:
+            self.on_notification(event_type, data)
+
+    # -- waiting ------------------------------------------------------------
+
+    def wait(self, request_ids: Iterable[str], timeout: float = 300.0,
+             client: RescueWorkerClient | None = None,
+             start_timeout: float = 30.0, max_casts: int = 3
+             ) -> dict[str, Outcome]:
+        """Wait for the ``end`` or ``error`` of every request.
+
+        With ``client``, a request whose ``start`` has not come within
+        ``start_timeout`` of its last cast is cast again, up to
+        ``max_casts`` casts in all. Returns every request's ``Outcome``;
+        those still open at ``timeout`` are ``TIMED_OUT``.
+        """
+        pending = list(dict.fromkeys(request_ids))
+        deadline = time.monotonic() + timeout
+        last_cast = {rid: time.monotonic() for rid in pending}
+        unreachable: set[str] = set()
+        with self._cond:
+            while True:
+                open_ids = [rid for rid in pending
+                            if rid not in self._outcomes
+                            and rid not in unreachable]
+                now = time.monotonic()
+                if not open_ids or now >= deadline:
+                    break
+                next_wake = deadline
+                for rid in open_ids:
+                    if (client is None or rid in self._started
+                            or client.casts(rid) >= max_casts):
+                        continue
+                    if now >= last_cast[rid] + start_timeout:
+                        # Never hold the lock across the broker.
+                        self._cond.release()
+                        try:
+                            client.recast(rid)
+                        except WorkerNotListening:
+                            unreachable.add(rid)
+                        finally:
+                            self._cond.acquire()
+                        last_cast[rid] = time.monotonic()
+                    next_wake = min(next_wake, last_cast[rid] + start_timeout)
+                self._cond.wait(max(0.0, next_wake - time.monotonic()))
+            return {rid: self._outcome(rid, client, rid in unreachable)
+                    for rid in pending}
+
+    def _outcome(self, request_id: str, client: RescueWorkerClient | None,
+                 unreachable: bool = False) -> Outcome:
+        casts = client.casts(request_id) if client is not None else 1
+        started = request_id in self._started
+        if request_id in self._outcomes:
+            kind, data = self._outcomes[request_id]
+            return Outcome(request_id, data.get('node_id'), kind, data,
+                           started, casts)
+        node_id = self._started.get(request_id, {}).get('node_id')
+        return Outcome(request_id, node_id,
+                       NOT_LISTENING if unreachable else TIMED_OUT,
+                       None, started, casts)
+
+
+class _WaiterEndpoint:
+    """Notification endpoint of a CompletionWaiter (kept off its API)."""
+
+    def __init__(self, waiter: CompletionWaiter) -> None:
+        self._waiter = waiter
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._waiter._record(event_type, payload)
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._waiter._record(event_type, payload)
