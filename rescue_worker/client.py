@@ -97,7 +97,8 @@ class RescueWorkerClient:
                  version_cap: str = RPC_API_VERSION,
                  timeout: int = 60,
                  hash_scheme: str = 'sha512_crypt',
-                 hash_rounds: int | None = None) -> None:
+                 hash_rounds: int | None = None,
+                 retry: int | None = None) -> None:
         self.transport = transport
         self.topic = topic
         self.exchange = exchange
@@ -105,6 +106,8 @@ class RescueWorkerClient:
         self.timeout = timeout
         self.hash_scheme = hash_scheme
         self.hash_rounds = hash_rounds
+        # Connection retries per message; None retries for ever.
+        self.retry = retry
         self._lock = threading.Lock()
         self._sent: dict[str, _Sent] = {}
 
@@ -114,7 +117,7 @@ class RescueWorkerClient:
                                        version=RPC_API_VERSION)
         return oslo_messaging.get_rpc_client(
             self.transport, target, version_cap=self.version_cap,
-            timeout=self.timeout,
+            timeout=self.timeout, retry=self.retry,
             transport_options=oslo_messaging.TransportOptions(
                 at_least_once=True))
 

@@ -209,6 +209,30 @@ class RescueWorkerFixture(fixtures.Fixture):
             raise TimeoutError('worker %s did not stop within %.1f s' %
                                (self.node_id, timeout))
 
+    def lose_next_casts(self, count: int = 1) -> None:
+        """Make the worker drop the next ``count`` finalize_rescue messages.
+
+        That is what a real worker does with a cast it had taken off the
+        queue when it crashed (the rabbit driver acks before the endpoint
+        runs): a conductor's re-cast logic can be tested against it.
+        """
+        endpoint = self.worker.endpoint
+        real = type(endpoint).finalize_rescue.__get__(endpoint)
+        lost = []
+        lock = threading.Lock()
+
+        def finalize_rescue(ctxt, **kwargs):
+            with lock:
+                drop = len(lost) < count
+                if drop:
+                    lost.append(ctxt)
+            if drop:
+                return None
+            return real(ctxt, **kwargs)
+
+        endpoint.finalize_rescue = finalize_rescue
+        self.lost_casts = lost
+
     def rpc_client(self, timeout: int = 30) -> oslo_messaging.RPCClient:
         """A plain oslo.messaging client addressed to this worker."""
         target = oslo_messaging.Target(topic=self.conf.rescue_worker.topic,

@@ -37,6 +37,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+# Connection retries per message: a tool run by hand fails instead of
+# hanging while the broker is away.
+CLI_RETRY = 3
+
 DEMO_URL = 'kombu+memory:////'
 DEMO_PASSWORD = 'demo-rescue-password'
 
@@ -44,6 +48,12 @@ DEMO_PASSWORD = 'demo-rescue-password'
 # -- messaging set-up -------------------------------------------------------
 
 def messaging_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    if not (args.transport_url or args.config_file):
+        # oslo.messaging would default to rabbit://localhost and retry it
+        # for ever; a command line tool says what is missing instead.
+        raise SystemExit('rescue-worker-ctl: no broker given; pass '
+                         '--transport-url or a --config-file with '
+                         '[DEFAULT] transport_url')
     conf = cfg.ConfigOpts()
     rpc.register_messaging_opts(conf)
     files = [args.config_file] if args.config_file else []
@@ -52,9 +62,8 @@ def messaging_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
     if args.transport_url:
         conf.set_override('transport_url', args.transport_url)
     if not conf.transport_url:
-        raise SystemExit('rescue-worker-ctl: no broker given; pass '
-                         '--transport-url or a --config-file with '
-                         '[DEFAULT] transport_url')
+        raise SystemExit('rescue-worker-ctl: %s has no [DEFAULT] '
+                         'transport_url' % args.config_file)
     return conf
 
 
@@ -209,7 +218,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     password = read_password(args)
     transport = rpc.get_rpc_transport(conf)
     client = rw_client.RescueWorkerClient(
-        transport, topic=args.topic, hash_scheme=args.hash_scheme)
+        transport, topic=args.topic, hash_scheme=args.hash_scheme,
+        retry=CLI_RETRY)
     progress = Progress(len(nodes))
     waiter = None
     if args.wait:
@@ -244,7 +254,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     token = read_secret_file(args.token_file) if args.token_file else None
     client = rw_client.RescueWorkerClient(rpc.get_rpc_transport(conf),
                                           topic=args.topic,
-                                          timeout=int(args.timeout))
+                                          timeout=int(args.timeout),
+                                          retry=CLI_RETRY)
     status = client.get_status(args.node, agent_token=token)
     print(json.dumps(status, indent=2, sort_keys=True))
     return EXIT_OK
@@ -368,8 +379,10 @@ def _masked_account(node: sandbox.SandboxNode) -> str:
 # -- arguments ---------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: "--password" must not silently mean
+    # "--password-file".
     parser = argparse.ArgumentParser(
-        prog='rescue-worker-ctl',
+        prog='rescue-worker-ctl', allow_abbrev=False,
         description='Rescue bare-metal nodes through their rescue workers.')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='log at DEBUG on standard error')
@@ -383,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='broker URL, e.g. rabbit://user:pass@host:5672/')
         p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC)
 
-    p = sub.add_parser('finalize', help='rescue one or more nodes')
+    p = sub.add_parser('finalize', help='rescue one or more nodes',
+                       allow_abbrev=False)
     messaging(p)
     p.add_argument('nodes', nargs='*', metavar='NODE')
     p.add_argument('--nodes-file',
@@ -405,14 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
                         'after this many seconds')
     p.set_defaults(func=cmd_finalize)
 
-    p = sub.add_parser('status', help="show a worker's state")
+    p = sub.add_parser('status', help="show a worker's state",
+                       allow_abbrev=False)
     messaging(p)
     p.add_argument('node', metavar='NODE')
     p.add_argument('--token-file')
     p.add_argument('--timeout', type=float, default=30.0)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser('watch', help='print notifications as they come')
+    p = sub.add_parser('watch', help='print notifications as they come',
+                       allow_abbrev=False)
     messaging(p)
     p.add_argument('--node', help='only this node')
     p.add_argument('--json', action='store_true', help='JSON lines')
@@ -422,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='exit after this many seconds (0: never)')
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser('demo', help='rescue N in-process nodes; no broker '
-                                    'needed')
+    p = sub.add_parser('demo', allow_abbrev=False,
+                       help='rescue N in-process nodes; no broker needed')
     p.add_argument('--nodes', type=int, default=3)
     p.add_argument('--transport-url',
                    help='run against this broker instead of the in-memory '

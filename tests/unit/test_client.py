@@ -1,0 +1,156 @@
+"""RescueWorkerClient and CompletionWaiter against a real worker on fake://."""
+
+import uuid
+
+import pytest
+from passlib.hash import sha512_crypt
+
+from rescue_worker import client as rw_client
+from rescue_worker import notify
+from rescue_worker.fixture import NotificationCapture
+from rescue_worker.fixture import RescueWorkerFixture
+
+PASSWORD = 'conductor side password'
+
+
+@pytest.fixture
+def worker():
+    with RescueWorkerFixture(exit_after_rescue=False) as fixture:
+        yield fixture
+
+
+@pytest.fixture
+def client(worker):
+    return rw_client.RescueWorkerClient(worker.transport, hash_rounds=5000)
+
+
+@pytest.fixture
+def waiter(worker):
+    with rw_client.CompletionWaiter(worker.notification_transport) as waiter:
+        yield waiter
+
+
+def test_finalize_returns_the_request_id_and_the_waiter_its_outcome(
+        worker, client, waiter):
+    request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                        agent_token=worker.token)
+
+    outcome = waiter.wait([request_id], timeout=30, client=client)[request_id]
+    assert request_id.startswith('req-')
+    assert outcome.status == rw_client.ENDED
+    assert outcome.succeeded
+    assert outcome.started
+    assert outcome.casts == 1
+    assert outcome.node_id == worker.node_id
+    assert outcome.data['request_id'] == request_id
+
+
+def test_the_password_is_hashed_before_it_is_sent(worker, client, waiter):
+    with NotificationCapture(worker.notification_transport) as events:
+        request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                            agent_token=worker.token)
+        waiter.wait([request_id], timeout=30)
+
+        end = events.wait_for(notify.EVENT_END, request_id=request_id)
+    # The worker was handed a hash, so its password step only vetted one.
+    [password_step] = [s for s in end.data['steps']
+                       if s['name'] == 'password']
+    assert password_step['detail'] == 'accepted a sha512_crypt hash'
+    assert PASSWORD not in str(client._sent)
+
+
+def test_context_request_id_is_kept(worker, client, waiter):
+    request_id = 'req-%s' % uuid.uuid4()
+
+    returned = client.finalize_rescue({'request_id': request_id},
+                                      worker.node_id, PASSWORD,
+                                      agent_token=worker.token)
+
+    assert returned == request_id
+    assert waiter.wait([request_id], timeout=30)[request_id].succeeded
+
+
+def test_refusal_comes_back_as_an_error_outcome(worker, client, waiter):
+    request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                        agent_token='w' * 64)
+
+    outcome = waiter.wait([request_id], timeout=30)[request_id]
+    assert outcome.status == rw_client.FAILED
+    assert outcome.error['code'] == 'unauthorized'
+    assert not outcome.started
+
+
+def test_a_lost_cast_is_cast_again_and_runs_once(worker, client, waiter):
+    worker.lose_next_casts(1)
+    with NotificationCapture(worker.notification_transport) as events:
+        request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                            agent_token=worker.token)
+
+        outcome = waiter.wait([request_id], timeout=30, client=client,
+                              start_timeout=0.5)[request_id]
+
+        assert outcome.succeeded
+        assert outcome.casts == 2
+        assert len(worker.lost_casts) == 1
+        assert len(events.matching(notify.EVENT_START, request_id)) == 1
+
+
+def test_no_recast_once_the_request_started(worker, client, waiter):
+    request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                        agent_token=worker.token)
+
+    outcome = waiter.wait([request_id], timeout=30, client=client,
+                          start_timeout=30)[request_id]
+
+    assert outcome.casts == 1
+
+
+def test_an_unanswered_request_times_out_after_max_casts(worker, client,
+                                                         waiter):
+    worker.lose_next_casts(5)
+    request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                        agent_token=worker.token)
+
+    outcome = waiter.wait([request_id], timeout=3, client=client,
+                          start_timeout=0.2, max_casts=3)[request_id]
+
+    assert outcome.status == rw_client.TIMED_OUT
+    assert outcome.casts == 3
+    assert outcome.error['code'] == 'timeout'
+
+
+def test_many_requests_are_waited_for_together(worker, client, waiter):
+    ids = [client.finalize_rescue({}, worker.node_id, 'pw-%d' % i,
+                                  agent_token=worker.token)
+           for i in range(3)]
+
+    outcomes = waiter.wait(ids, timeout=60, client=client)
+
+    assert sorted(outcomes) == sorted(ids)
+    assert all(o.succeeded for o in outcomes.values())
+
+
+def test_prehashed_password_is_sent_as_is(worker, client, waiter):
+    hashed = sha512_crypt.using(rounds=5000).hash('given hash')
+
+    request_id = client.finalize_rescue({}, worker.node_id, hashed,
+                                        hashed=True, agent_token=worker.token)
+
+    assert client._sent[request_id].kwargs['rescue_password'] == hashed
+    assert waiter.wait([request_id], timeout=30)[request_id].succeeded
+
+
+def test_get_status_is_a_call(worker, client):
+    status = client.get_status(worker.node_id, agent_token=worker.token)
+
+    assert status['node_id'] == worker.node_id
+    assert status['state'] == 'waiting'
+
+
+def test_version_cap_below_the_api_refuses_to_send(worker):
+    client = rw_client.RescueWorkerClient(worker.transport,
+                                          version_cap='0.9')
+
+    with pytest.raises(Exception) as raised:
+        client.get_status(worker.node_id, agent_token=worker.token)
+    assert 'version' in str(raised.value).lower()
