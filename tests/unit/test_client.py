@@ -87,10 +87,12 @@ def test_a_lost_cast_is_cast_again_and_runs_once(worker, client, waiter):
                                             agent_token=worker.token)
 
         outcome = waiter.wait([request_id], timeout=30, client=client,
-                              start_timeout=0.5)[request_id]
+                              start_timeout=1.0)[request_id]
 
         assert outcome.succeeded
-        assert outcome.casts == 2
+        # At least the lost cast and one more; a loaded machine may need a
+        # third, which the worker's journal then answers as a replay.
+        assert outcome.casts >= 2
         assert len(worker.lost_casts) == 1
         assert len(events.matching(notify.EVENT_START, request_id)) == 1
 

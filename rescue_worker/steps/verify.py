@@ -1,0 +1,348 @@
+"""The verify step: read the account back as a login would, before success
+is reported.
+
+Under ``[rescue_worker] root_dir`` it checks that:
+
+- ``etc/passwd`` has a well-formed entry for the user, with its password in
+  shadow (``x``), the home ``/home/<user>`` (which exists, as a directory
+  of the user) and a login shell (listed in ``etc/shells`` when there is
+  one; an executable file when the root is ``/``);
+- ``etc/shadow`` has a well-formed entry whose hash verifies the plaintext
+  password (passlib) when the request carried one, or equals the request's
+  hash when it was pre-hashed, and the account has not expired;
+- the user's primary group is in ``etc/group``;
+- with ``[rescue_worker] sudo``: the user is a member of the ``sudo``
+  group, and ``etc/sudoers.d/<user>`` is a regular file, mode 0440 (owned
+  by root), that grants the user every command without a password and
+  passes ``visudo -cf`` (a syntax check by regular expression when visudo
+  is not installed); without it: neither of them.
+
+Any mismatch fails with ``verify_failed``, naming the file and what is
+wrong, never the password or the hash.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+import warnings
+
+from rescue_worker import accounts
+from rescue_worker import conf as rw_conf
+from rescue_worker import errors
+from rescue_worker import pipeline
+
+with warnings.catch_warnings():
+    # passlib 1.7.4 imports the deprecated stdlib ``crypt`` module.
+    warnings.filterwarnings('ignore', message=r".*'crypt' is deprecated",
+                            category=DeprecationWarning)
+    from passlib import context as passlib_context
+
+LOG = logging.getLogger(__name__)
+# passlib 1.7.4 logs a harmless traceback reading bcrypt 4.x's version.
+logging.getLogger('passlib.handlers.bcrypt').setLevel(logging.ERROR)
+
+SUDO_GROUP = 'sudo'
+SUDOERS_MODE = 0o440
+VISUDO_TIMEOUT = 30.0
+#: where visudo lives on Debian, searched after PATH
+SYSTEM_SBIN = ('/usr/sbin', '/sbin')
+
+_CONTEXT = passlib_context.CryptContext(schemes=list(rw_conf.HASH_SCHEMES))
+
+# A sudoers user specification or Defaults line, loosely: enough to catch
+# a truncated or garbled file when visudo is not there to parse it.
+_NAME = r'[%+]?[\w.@$-]+'
+_SUDOERS_LINE = re.compile(
+    r'^(?:Defaults(?:[:@>!]\S+)?\s+\S.*'
+    r'|' + _NAME + r'(?:\s*,\s*' + _NAME + r')*'
+    r'\s+[\w.!-]+(?:\s*,\s*[\w.!-]+)*\s*=\s*'
+    r'(?:\(\s*[^()\s][^()]*\)\s*)?'
+    r'(?:[A-Z_]+\s*:\s*)*'
+    r'[^\s:=()][^=()]*)$')
+
+
+def _failed(message: str) -> errors.RescueError:
+    return errors.RescueError(errors.VERIFY_FAILED, message)
+
+
+def grant_pattern(username: str) -> re.Pattern:
+    """A sudoers line giving ``username`` every command, no password."""
+    return re.compile(
+        r'^[ \t]*%s[ \t]+ALL[ \t]*=[ \t]*\([ \t]*ALL[ \t]*(?::[ \t]*ALL'
+        r'[ \t]*)?\)[ \t]*NOPASSWD[ \t]*:[ \t]*ALL[ \t]*$' %
+        re.escape(username), re.MULTILINE)
+
+
+def sudoers_syntax_problem(text: str) -> str | None:
+    """The first line of a sudoers file the fallback check cannot parse,
+    as its number, or None when every line looks right."""
+    logical = ''
+    start = 0
+    lines = text.split('\n')
+    if lines[-1] == '':
+        lines.pop()  # the end of the last line, not a line of its own
+    for number, line in enumerate(lines, 1):
+        if not logical:
+            start = number
+        if line.endswith('\\'):
+            logical += line[:-1] + ' '
+            continue
+        logical = (logical + line).strip()
+        if logical and not logical.startswith('#') and \
+                not logical.startswith(('@include', '#include')) and \
+                not _SUDOERS_LINE.match(logical):
+            return 'line %d is not a sudoers rule' % start
+        logical = ''
+    if logical:
+        return 'line %d ends with a continuation' % start
+    return None
+
+
+def find_visudo() -> str | None:
+    path = os.environ.get('PATH', os.defpath)
+    return shutil.which('visudo', path=os.pathsep.join(
+        [path, *SYSTEM_SBIN]))
+
+
+class VerifyStep(pipeline.Step):
+    """Check the account the way a login would (see the module docstring).
+    """
+
+    name = 'verify'
+
+    def run(self, request: pipeline.RescueRequest,
+            state: pipeline.RescueState) -> str:
+        opts = self.conf.rescue_worker
+        root = opts.root_dir
+        user = state.username
+        etc = os.path.join(root, 'etc')
+        real_root = os.path.realpath(root) == '/'
+        owners = os.geteuid() == 0 or real_root
+
+        passwd = self._load(os.path.join(etc, 'passwd'),
+                            accounts.PASSWD_FIELDS)
+        uid, gid = self._check_passwd(passwd, user, root, real_root, owners)
+        shadow = self._load(os.path.join(etc, 'shadow'),
+                            accounts.SHADOW_FIELDS)
+        self._check_shadow(shadow, user, request, state)
+        group = self._load(os.path.join(etc, 'group'), accounts.GROUP_FIELDS)
+        if not any(accounts.parse_id(f[2]) == gid for f in group.entries()):
+            raise _failed('the primary group (gid %d) of %s is not in %s' %
+                          (gid, user, group.path))
+        sudoers = os.path.join(etc, 'sudoers.d', user)
+        if opts.sudo:
+            self._check_sudo(group, sudoers, user, gid, owners)
+            return '%s can log in (uid %d); sudo ok' % (user, uid)
+        self._check_no_sudo(group, sudoers, user)
+        return '%s can log in (uid %d); no sudo' % (user, uid)
+
+    @staticmethod
+    def _load(path: str, nfields: int) -> accounts.Table:
+        try:
+            return accounts.Table.load(path, nfields)
+        except FileNotFoundError:
+            raise _failed('%s does not exist' % path) from None
+        except OSError as exc:
+            raise _failed('cannot read %s: %s' % (
+                path, exc.strerror or type(exc).__name__)) from None
+
+    @staticmethod
+    def _entry(table: accounts.Table, user: str) -> list[str]:
+        lines = table.lines_of(user)
+        if not lines:
+            raise _failed('%s has no entry for %s' % (table.path, user))
+        fields = table.parse(lines[0])
+        if fields is None:
+            raise _failed('the entry for %s in %s is malformed (%d fields '
+                          'instead of %d)' % (user, table.path,
+                                              len(lines[0].split(':')),
+                                              table.nfields))
+        return fields
+
+    def _check_passwd(self, passwd: accounts.Table, user: str, root: str,
+                      real_root: bool, owners: bool) -> tuple[int, int]:
+        fields = self._entry(passwd, user)
+        uid, gid = accounts.parse_id(fields[2]), accounts.parse_id(fields[3])
+        if uid is None or gid is None:
+            raise _failed('the entry for %s in %s has a non-numeric uid or '
+                          'gid' % (user, passwd.path))
+        if fields[1] != 'x':
+            # Never quote the field: it could be a hash.
+            raise _failed('the password field of %s in %s is not "x", so '
+                          'its shadow entry is not used' %
+                          (user, passwd.path))
+        home = '/home/%s' % user
+        if fields[5] != home:
+            raise _failed('the home of %s in %s is %s instead of %s' %
+                          (user, passwd.path, fields[5] or '(empty)', home))
+        self._check_shell(fields[6], user, passwd.path, root, real_root)
+
+        home_dir = os.path.join(root, 'home', user)
+        try:
+            st = os.stat(home_dir)
+        except OSError as exc:
+            raise _failed('the home directory %s of %s is missing (%s)' %
+                          (home_dir, user, exc.strerror)) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise _failed('the home %s of %s is not a directory' %
+                          (home_dir, user))
+        if owners and st.st_uid != uid:
+            raise _failed('the home directory %s belongs to uid %d, not to '
+                          '%s (uid %d)' % (home_dir, st.st_uid, user, uid))
+        return uid, gid
+
+    @staticmethod
+    def _check_shell(shell: str, user: str, passwd_path: str, root: str,
+                     real_root: bool) -> None:
+        if not shell.startswith('/'):
+            raise _failed('the shell of %s in %s is %s, not an absolute '
+                          'path' % (user, passwd_path, shell or '(empty)'))
+        shells_path = os.path.join(root, 'etc', 'shells')
+        try:
+            with open(shells_path, encoding='utf-8',
+                      errors='replace') as f:
+                listed = {line.strip() for line in f
+                          if line.strip() and not line.startswith('#')}
+        except FileNotFoundError:
+            listed = None
+        except OSError as exc:
+            raise _failed('cannot read %s: %s' % (shells_path,
+                                                  exc.strerror)) from None
+        if listed is not None and shell not in listed:
+            raise _failed('the shell %s of %s is not listed in %s' %
+                          (shell, user, shells_path))
+        if real_root and not (os.path.isfile(shell) and
+                              os.access(shell, os.X_OK)):
+            raise _failed('the shell %s of %s is not an executable file' %
+                          (shell, user))
+
+    def _check_shadow(self, shadow: accounts.Table, user: str,
+                      request: pipeline.RescueRequest,
+                      state: pipeline.RescueState) -> None:
+        fields = self._entry(shadow, user)
+        stored = fields[1]
+        if request.hashed:
+            matches = hmac.compare_digest(stored.encode('utf-8', 'replace'),
+                                          request.rescue_password.encode(
+                                              'utf-8', 'replace'))
+            if not matches:
+                raise _failed('the password hash of %s in %s is not the one '
+                              'the request carried' % (user, shadow.path))
+        else:
+            verdict = _verifies(request.rescue_password, stored)
+            if verdict is None:
+                raise _failed('the password field of %s in %s is not a '
+                              'usable %s hash (locked, empty or '
+                              'malformed)' % (user, shadow.path,
+                                              ', '.join(rw_conf.HASH_SCHEMES)
+                                              ))
+            if not verdict:
+                raise _failed('the password hash of %s in %s does not '
+                              'verify the password of the request' %
+                              (user, shadow.path))
+            if state.hash_scheme and \
+                    _CONTEXT.identify(stored) != state.hash_scheme:
+                raise _failed('the password hash of %s in %s is not a %s '
+                              'hash' % (user, shadow.path,
+                                        state.hash_scheme))
+        expire = accounts.parse_id(fields[7])
+        if fields[7] and expire is not None and \
+                expire <= accounts.days_since_epoch():
+            raise _failed('the account %s expired (field 8 of its entry in '
+                          '%s)' % (user, shadow.path))
+
+    def _check_sudo(self, group: accounts.Table, sudoers: str, user: str,
+                    gid: int, owners: bool) -> None:
+        entry = group.get(SUDO_GROUP)
+        if entry is None:
+            raise _failed('%s has no (well-formed) %s group' %
+                          (group.path, SUDO_GROUP))
+        if user not in accounts.members(entry[3]) and \
+                accounts.parse_id(entry[2]) != gid:
+            raise _failed('%s is not a member of the %s group in %s' %
+                          (user, SUDO_GROUP, group.path))
+        try:
+            st = os.lstat(sudoers)
+        except FileNotFoundError:
+            raise _failed('%s does not exist' % sudoers) from None
+        except OSError as exc:
+            raise _failed('cannot inspect %s: %s' % (
+                sudoers, exc.strerror)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _failed('%s is not a regular file, so sudo ignores it' %
+                          sudoers)
+        mode = stat.S_IMODE(st.st_mode)
+        if mode != SUDOERS_MODE:
+            raise _failed('%s has mode %04o instead of %04o' %
+                          (sudoers, mode, SUDOERS_MODE))
+        if owners and st.st_uid != 0:
+            raise _failed('%s belongs to uid %d instead of root, so sudo '
+                          'ignores it' % (sudoers, st.st_uid))
+        try:
+            with open(sudoers, 'rb') as f:
+                text = f.read().decode('utf-8', 'replace')
+        except OSError as exc:
+            raise _failed('cannot read %s: %s' % (
+                sudoers, exc.strerror)) from None
+        if not grant_pattern(user).search(text):
+            raise _failed('%s does not contain "%s ALL=(ALL) NOPASSWD: ALL"'
+                          % (sudoers, user))
+        self._check_sudoers_syntax(sudoers, text)
+
+    @staticmethod
+    def _check_sudoers_syntax(sudoers: str, text: str) -> None:
+        visudo = find_visudo()
+        if visudo is None:
+            problem = sudoers_syntax_problem(text)
+            if problem is not None:
+                raise _failed('%s does not parse: %s (visudo is not '
+                              'installed, so it was checked loosely)' %
+                              (sudoers, problem))
+            return
+        try:
+            result = subprocess.run(
+                [visudo, '-c', '-f', sudoers], capture_output=True,
+                text=True, errors='replace', timeout=VISUDO_TIMEOUT,
+                env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin',
+                     'LC_ALL': 'C'}, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise _failed('cannot run %s -cf %s: %s' % (
+                visudo, sudoers, type(exc).__name__)) from None
+        if result.returncode != 0:
+            output = (result.stderr.strip() or result.stdout.strip() or
+                      'exit status %d' % result.returncode)
+            raise _failed('visudo -cf %s rejects it: %s' % (
+                sudoers, output.splitlines()[0]))
+
+    @staticmethod
+    def _check_no_sudo(group: accounts.Table, sudoers: str,
+                       user: str) -> None:
+        entry = group.get(SUDO_GROUP)
+        if entry is not None and user in accounts.members(entry[3]):
+            raise _failed('%s is a member of the %s group in %s although '
+                          '[rescue_worker] sudo is false' %
+                          (user, SUDO_GROUP, group.path))
+        if os.path.lexists(sudoers):
+            raise _failed('%s exists although [rescue_worker] sudo is '
+                          'false' % sudoers)
+
+
+def _verifies(plaintext: str, stored: str) -> bool | None:
+    """Whether ``stored`` verifies ``plaintext``; None when it is no hash
+    of a supported scheme.
+
+    Only a bool leaves: a passlib exception could quote the hash, and it
+    must not become the context of the error raised by the caller.
+    """
+    try:
+        if _CONTEXT.identify(stored) is None:
+            return None
+        return bool(_CONTEXT.verify(plaintext, stored))
+    except Exception:
+        return None
