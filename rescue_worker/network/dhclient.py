@@ -1,0 +1,297 @@
+"""The ``dhclient`` backend: ISC dhclient leases now, one per interface.
+
+For each interface, in parallel::
+
+    dhclient -1 -v -pf <state_dir>/dhcp/dhclient-<if>.pid \\
+        -lf <state_dir>/dhcp/dhclient-<if>.leases \\
+        -cf <state_dir>/dhcp/dhclient-<if>.conf <if>
+
+``-1`` makes dhclient try once: it exits 2 when no server answered within
+the ``timeout`` of its configuration file, or binds the lease (the system's
+``dhclient-script`` puts the address, routes and resolver in place) and
+goes to the background to renew it; the pid file then names that daemon.
+The configuration file is the image's ``/etc/dhcp/dhclient.conf`` (so the
+options it requests stay as the image builder chose) followed by the
+rescue's bounds: ``timeout <dhcp_timeout>;`` and a ``reboot`` time of at
+most 10 s (dhclient's default) for asking again for a recorded lease.
+dhclient's output goes to ``dhclient-<if>.log`` beside it.
+
+Renewing (the tenant network keeper): a second ``dhclient -1`` on the same
+files does not replace the daemon (both would then run), so ``renew`` first
+stops the daemon with SIGTERM, which leaves the address in place, and then
+runs dhclient again. That one asks for its recorded address (INIT-REBOOT):
+the same server acknowledges it at once, so the address never goes away;
+after the port moved to another network, an authoritative server there
+refuses it at once (dnsmasq: "wrong network") and a silent one is given up
+on after the ``reboot`` time; either way dhclient then discovers the new
+network's server and the old address is replaced. No link flap is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from concurrent import futures
+
+from oslo_config import cfg
+
+from rescue_worker import atomic
+from rescue_worker.network import base
+from rescue_worker.network import leases
+
+LOG = logging.getLogger(__name__)
+
+EXECUTABLE = 'dhclient'
+BASE_CONFIG = '/etc/dhcp/dhclient.conf'
+
+#: what is requested when the image has no dhclient.conf of its own
+#: (Debian's default request list)
+DEFAULT_CONFIG = """\
+option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
+send host-name = gethostname();
+request subnet-mask, broadcast-address, time-offset, routers,
+        domain-name, domain-name-servers, domain-search, host-name,
+        interface-mtu, rfc3442-classless-static-routes, ntp-servers;
+"""
+
+#: dhclient's own default time for asking again for a recorded lease
+MAX_REBOOT = 10
+
+#: seconds past dhclient's own bounds before it is killed: its script
+#: runs (and pings the router when trying a recorded lease) after them
+GRACE = 10.0
+
+#: seconds a daemon gets to end on SIGTERM before SIGKILL
+STOP_TIMEOUT = 5.0
+
+#: seconds a bound dhclient's daemon gets to write its pid file
+DAEMON_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """The files of one interface's dhclient."""
+
+    pid: str
+    leases: str
+    config: str
+    log: str
+
+
+def reboot_time(timeout: int) -> int:
+    """Seconds to ask for a recorded lease before discovering anew."""
+    return min(MAX_REBOOT, max(1, timeout // 3))
+
+
+def dhclient_config(base_config: str, timeout: int) -> str:
+    """The configuration file for a run bounded by ``timeout`` seconds."""
+    return ('# Written by rescue-worker: the image\'s dhclient.conf, then '
+            'the bounds of the rescue.\n%s\n\ntimeout %d;\nreboot %d;\n' %
+            (base_config.rstrip('\n'), timeout, reboot_time(timeout)))
+
+
+class DhclientBackend(base.DhcpBackend):
+    """Lease now with ISC dhclient, interfaces in parallel."""
+
+    name = 'dhclient'
+
+    def __init__(self, state_dir: str, executable: str = EXECUTABLE,
+                 base_config: str = BASE_CONFIG) -> None:
+        self.directory = os.path.join(state_dir, 'dhcp')
+        self.executable = executable
+        self.base_config = base_config
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> DhclientBackend:
+        return cls(conf.rescue_worker.state_dir)
+
+    # -- files -----------------------------------------------------------
+
+    def paths(self, interface: str) -> Paths:
+        if not interface or '/' in interface or interface.startswith('.'):
+            raise ValueError('invalid interface name %r' % interface)
+        stem = os.path.join(self.directory, 'dhclient-%s' % interface)
+        return Paths(pid=stem + '.pid', leases=stem + '.leases',
+                     config=stem + '.conf', log=stem + '.log')
+
+    def _prepare(self, interface: str, timeout: int) -> Paths:
+        paths = self.paths(interface)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        try:
+            with open(self.base_config, encoding='utf-8') as f:
+                base_config = f.read()
+        except FileNotFoundError:
+            base_config = DEFAULT_CONFIG
+        atomic.write_atomically(
+            paths.config, dhclient_config(base_config, timeout).encode(),
+            mode=0o644)
+        return paths
+
+    def _program(self) -> str:
+        program = shutil.which(self.executable)
+        if program is None:
+            raise base.BackendError(
+                '%s is not installed (dhcp_backend = dhclient): install '
+                'ISC dhclient (Debian: isc-dhcp-client) in the rescue '
+                'image, or choose another [rescue_worker] dhcp_backend' %
+                self.executable)
+        return program
+
+    # -- the backend interface -------------------------------------------
+
+    def configure(self, interfaces: Sequence[str],
+                  timeout: float) -> dict[str, str]:
+        program = self._program()
+        if not interfaces:
+            return {}
+        with futures.ThreadPoolExecutor(
+                max_workers=len(interfaces),
+                thread_name_prefix='dhclient') as pool:
+            statuses = pool.map(
+                lambda name: self._lease(program, name, timeout),
+                interfaces)
+            return dict(zip(interfaces, statuses, strict=True))
+
+    def failure_hint(self, interfaces: Sequence[str], timeout: float) -> str:
+        return ('no DHCP server answered on %s within %s s; check that the '
+                "rescuing network's DHCP server is running and that these "
+                "ports are on that network (dhclient's output: %s)" % (
+                    ', '.join(interfaces), base.format_seconds(timeout),
+                    self.paths('<interface>').log))
+
+    def renew(self, interface: str, timeout: float) -> str:
+        return self._lease(self._program(), interface, timeout)
+
+    def lease_server(self, interface: str) -> str | None:
+        lease = leases.newest(self.paths(interface).leases, interface)
+        return lease.server if lease is not None else None
+
+    def stop(self, interface: str) -> None:
+        pid = self._daemon_pid(interface)
+        if pid is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_gone(pid, STOP_TIMEOUT):
+                return
+        LOG.warning('dhclient (pid %d) on %s did not end', pid, interface)
+
+    def release(self, interface: str, timeout: float) -> None:
+        program = self._program()
+        paths = self._prepare(interface, _whole_seconds(timeout))
+        self._run(program, ['-r'], interface, paths, timeout + GRACE)
+
+    # -- running dhclient --------------------------------------------------
+
+    def _lease(self, program: str, interface: str, timeout: float) -> str:
+        seconds = _whole_seconds(timeout)
+        # A daemon from an earlier lease would go on beside the new one.
+        self.stop(interface)
+        paths = self._prepare(interface, seconds)
+        bound = seconds + reboot_time(seconds) + GRACE
+        started = time.monotonic()
+        code = self._run(program, ['-1'], interface, paths, bound)
+        elapsed = time.monotonic() - started
+        if code == 0:
+            LOG.info('dhclient leased on %s in %.1f s', interface, elapsed)
+            self._wait_for_daemon(interface)
+            return base.LEASED
+        if code is None:
+            LOG.warning('dhclient on %s was still running after %.0f s and '
+                        'was killed; see %s', interface, bound, paths.log)
+        else:
+            LOG.warning('dhclient got no lease on %s in %.1f s (exit code '
+                        '%d); see %s', interface, elapsed, code, paths.log)
+        return base.FAILED
+
+    def _run(self, program: str, options: list[str], interface: str,
+             paths: Paths, bound: float) -> int | None:
+        """Run dhclient; its exit code, or None when killed at ``bound``."""
+        argv = [program, *options, '-v', '-pf', paths.pid, '-lf',
+                paths.leases, '-cf', paths.config, interface]
+        with open(paths.log, 'ab') as log:
+            log.write(('--- %s: %s\n' % (
+                time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                ' '.join(argv))).encode())
+            log.flush()
+            # Its own session: on a timeout the script it runs is killed
+            # with it. A bound daemon leaves the session (setsid) first.
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                return process.wait(bound)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return None
+
+    def _wait_for_daemon(self, interface: str) -> None:
+        """Wait (bounded) until the daemon wrote its pid file.
+
+        dhclient writes it in the background process after the foreground
+        one exited, so right after a lease it may not be there yet; the
+        next ``stop`` or ``renew`` needs it to find the daemon.
+        """
+        deadline = time.monotonic() + DAEMON_TIMEOUT
+        while self._daemon_pid(interface) is None:
+            if time.monotonic() >= deadline:
+                LOG.warning('dhclient on %s wrote no pid file in %.0f s',
+                            interface, DAEMON_TIMEOUT)
+                return
+            time.sleep(0.02)
+
+    def _daemon_pid(self, interface: str) -> int | None:
+        """The pid of the running dhclient that uses this interface's pid
+        file; None when there is none (a stale pid is never trusted)."""
+        pid_file = self.paths(interface).pid
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            return None
+        # The program, or a script run by its interpreter.
+        named = any(os.path.basename(arg).startswith(b'dhclient')
+                    for arg in argv[:2])
+        if named and os.fsencode(pid_file) in argv:
+            return pid
+        return None
+
+
+def _whole_seconds(timeout: float) -> int:
+    return max(1, math.ceil(timeout))
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` ended (or is a zombie); whether it did.
+
+    The daemon is no child of ours, so there is nothing to wait() on: its
+    /proc entry is polled.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ('Z', 'X'):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

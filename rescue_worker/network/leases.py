@@ -1,0 +1,148 @@
+"""Reading ISC dhclient lease files (``dhclient.leases(5)``).
+
+dhclient appends a ``lease { ... }`` block each time it binds (and when it
+releases: a copy whose ``expire`` is the time of release), and rewrites the
+file on start with the lease it is using last. So the last block of an
+interface is its newest lease.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import time
+from collections.abc import Iterator
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    interface: str | None
+    address: str | None
+    #: ``option dhcp-server-identifier``: the server that granted it
+    server: str | None
+    #: end of the lease (seconds since the epoch); None for ``never`` or
+    #: when the file does not say
+    expire: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.expire is not None and self.expire <= now
+
+
+def _tokens(text: str) -> Iterator[str]:
+    """Words, quoted strings (with their quotes), '{', '}' and ';'."""
+    i, length = 0, len(text)
+    while i < length:
+        char = text[i]
+        if char.isspace():
+            i += 1
+        elif char == '#':
+            end = text.find('\n', i)
+            i = length if end < 0 else end + 1
+        elif char in '{};':
+            yield char
+            i += 1
+        elif char == '"':
+            j = i + 1
+            while j < length and text[j] != '"':
+                j += 2 if text[j] == '\\' else 1
+            yield text[i:j + 1]
+            i = j + 1
+        else:
+            j = i
+            while (j < length and not text[j].isspace() and
+                   text[j] not in '{};"#'):
+                j += 1
+            yield text[i:j]
+            i = j
+
+
+def _statements(tokens: Iterator[str]) -> Iterator[list[str] | tuple]:
+    """Statements of one block level: a list of words, or a tuple
+    (words, nested statements) for a block; stops at the closing '}'."""
+    words: list[str] = []
+    for token in tokens:
+        if token == ';':
+            if words:
+                yield words
+            words = []
+        elif token == '{':
+            yield (words, list(_statements(tokens)))
+            words = []
+        elif token == '}':
+            break
+        else:
+            words.append(token)
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] == '"':
+        return word[1:-1]
+    return word
+
+
+def _parse_time(words: list[str]) -> float | None:
+    """``4 2024/01/31 10:00:00`` (UTC), ``epoch 1706695200`` or ``never``."""
+    try:
+        if words[0] == 'epoch':
+            return float(words[1])
+        if words[0] == 'never':
+            return None
+        parsed = time.strptime('%s %s' % (words[1], words[2]),
+                               '%Y/%m/%d %H:%M:%S')
+        return float(calendar.timegm(parsed))
+    except (IndexError, ValueError):
+        return None
+
+
+def parse(text: str) -> list[Lease]:
+    """Every IPv4 ``lease`` block of ``text``, in file order."""
+    found = []
+    for statement in _statements(_tokens(text)):
+        if not (isinstance(statement, tuple) and statement[0] == ['lease']):
+            continue
+        fields: dict[str, str | float | None] = {}
+        for inner in statement[1]:
+            if isinstance(inner, tuple) or not inner:
+                continue
+            key = inner[0]
+            if key == 'interface' and len(inner) > 1:
+                fields['interface'] = _unquote(inner[1])
+            elif key == 'fixed-address' and len(inner) > 1:
+                fields['address'] = inner[1]
+            elif (key == 'option' and len(inner) > 2 and
+                  inner[1] == 'dhcp-server-identifier'):
+                fields['server'] = inner[2]
+            elif key == 'expire':
+                fields['expire'] = _parse_time(inner[1:])
+        found.append(Lease(
+            interface=fields.get('interface'),
+            address=fields.get('address'),
+            server=fields.get('server'),
+            expire=fields.get('expire')))
+    return found
+
+
+def read(path: str) -> list[Lease]:
+    """The leases of the file at ``path``; none when it does not exist."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return parse(f.read())
+    except FileNotFoundError:
+        return []
+
+
+def newest(path: str, interface: str,
+           now: float | None = None) -> Lease | None:
+    """The newest lease of ``interface`` in the file, if not expired.
+
+    A released lease is recorded with its expiry set to the time of
+    release, so after a release there is none.
+    """
+    candidates = [lease for lease in read(path)
+                  if lease.interface in (None, interface)]
+    if not candidates:
+        return None
+    lease = candidates[-1]
+    if lease.expired(time.time() if now is None else now):
+        return None
+    return lease

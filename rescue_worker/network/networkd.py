@@ -1,0 +1,162 @@
+"""The ``networkd`` backend: persistent systemd-networkd configuration.
+
+For each interface it writes ``<root_dir>/etc/systemd/network/
+50-rescue-<if>.network``::
+
+    [Match]
+    Name=<if>
+
+    [Network]
+    DHCP=yes
+
+atomically, then has networkd pick the files up with ``networkctl reload``.
+networkd then leases (and renews) on its own, so the status is
+``configured``, not ``leased``: the step does not wait for the lease.
+
+The reload (and ``renew``, ``lease_server``) only happen on the live
+system: ``root_dir`` is ``/`` and ``networkctl`` is installed. Under any
+other ``root_dir`` (an image being prepared, tests) the files are all there
+is to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+from rescue_worker import atomic
+from rescue_worker.network import base
+from rescue_worker.network import interfaces as net_interfaces
+
+LOG = logging.getLogger(__name__)
+
+NETWORK_DIR = 'etc/systemd/network'
+NETWORKCTL = 'networkctl'
+#: where networkd keeps each interface's lease, by interface index
+LEASES_DIR = '/run/systemd/netif/leases'
+COMMAND_TIMEOUT = 30.0
+
+
+def network_file_content(interface: str) -> str:
+    return ('# Written by rescue-worker: DHCP on %s for the rescue.\n'
+            '[Match]\nName=%s\n\n[Network]\nDHCP=yes\n' % (interface,
+                                                            interface))
+
+
+class NetworkdBackend(base.DhcpBackend):
+    """Write ``.network`` files and reload systemd-networkd."""
+
+    name = 'networkd'
+
+    def __init__(self, root_dir: str, networkctl: str = NETWORKCTL,
+                 leases_dir: str = LEASES_DIR,
+                 sysfs: str = net_interfaces.SYSFS_NET,
+                 live: bool | None = None) -> None:
+        self.root_dir = root_dir
+        #: whether this is the running system; by default when root_dir
+        #: is ``/``
+        self.live = (os.path.realpath(root_dir) == '/' if live is None
+                     else live)
+        self.networkctl = networkctl
+        self.leases_dir = leases_dir
+        self.sysfs = sysfs
+        self._last_error: str | None = None
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> NetworkdBackend:
+        return cls(conf.rescue_worker.root_dir)
+
+    def network_file(self, interface: str) -> str:
+        if not interface or '/' in interface or interface.startswith('.'):
+            raise ValueError('invalid interface name %r' % interface)
+        return os.path.join(self.root_dir, NETWORK_DIR,
+                            '50-rescue-%s.network' % interface)
+
+    def _networkctl(self) -> str | None:
+        """The program when this is the live system, else None."""
+        if not self.live:
+            return None
+        return shutil.which(self.networkctl)
+
+    def configure(self, interfaces: Sequence[str],
+                  timeout: float) -> dict[str, str]:
+        if not interfaces:
+            return {}
+        directory = os.path.join(self.root_dir, NETWORK_DIR)
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            for interface in interfaces:
+                self._write(interface)
+        except OSError as exc:
+            raise base.BackendError(
+                'could not write the systemd-networkd configuration in %s '
+                '(%s); check that the directory is writable' % (
+                    directory, exc.strerror or exc)) from exc
+        program = self._networkctl()
+        if program is not None:
+            error = self._call(program, ['reload'], timeout)
+            if error is not None:
+                self._last_error = error
+                return dict.fromkeys(interfaces, base.FAILED)
+        return dict.fromkeys(interfaces, base.CONFIGURED)
+
+    def _write(self, interface: str) -> None:
+        path = self.network_file(interface)
+        data = network_file_content(interface).encode()
+        try:
+            with open(path, 'rb') as f:
+                if f.read() == data:
+                    return
+        except FileNotFoundError:
+            pass
+        atomic.write_atomically(path, data, mode=0o644)
+
+    def _call(self, program: str, args: list[str],
+              timeout: float) -> str | None:
+        """Run networkctl; None when it worked, else what went wrong."""
+        argv = [program, *args]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=max(timeout, COMMAND_TIMEOUT))
+        except (OSError, subprocess.SubprocessError) as exc:
+            return '%s failed: %s' % (' '.join(argv), exc)
+        if result.returncode != 0:
+            return '%s failed: %s' % (' '.join(argv), (
+                result.stderr.strip() or 'exit code %d' % result.returncode))
+        return None
+
+    def failure_hint(self, interfaces: Sequence[str], timeout: float) -> str:
+        return ('systemd-networkd could not be told about %s (%s); check '
+                'that systemd-networkd is running' % (
+                    ', '.join(interfaces), self._last_error or 'unknown'))
+
+    def renew(self, interface: str, timeout: float) -> str:
+        program = self._networkctl()
+        if program is None:
+            return base.SKIPPED
+        error = self._call(program, ['renew', interface], timeout)
+        if error is not None:
+            LOG.warning('Could not renew the lease of %s: %s', interface,
+                        error)
+            return base.FAILED
+        return base.CONFIGURED
+
+    def lease_server(self, interface: str) -> str | None:
+        if not self.live:
+            return None
+        try:
+            with open(os.path.join(self.sysfs, interface, 'ifindex')) as f:
+                index = f.read().strip()
+            with open(os.path.join(self.leases_dir, index)) as f:
+                for line in f:
+                    key, _, value = line.strip().partition('=')
+                    if key == 'SERVER_ADDRESS' and value:
+                        return value
+        except OSError:
+            return None
+        return None

@@ -1,0 +1,245 @@
+"""The network step: DHCP on every interface the tenant may log in through.
+
+1. List the interfaces (netifaces) and leave out those the configuration
+   skips: names matching ``skip_interfaces`` (default ``lo``) and, with
+   ``skip_generated_mac``, those whose MAC is not permanent (sysfs
+   ``addr_assign_type`` != 0, as ironic images do). They are not reported;
+   the detail names them.
+2. Bring each remaining link up and wait for its carrier. Each interface is
+   handed to the backend as soon as its carrier is there, so a cabled NIC
+   never waits for an uncabled one. The wait is bounded by
+   ``CARRIER_TIMEOUT`` (10 s, what diskimage-builder's dhcp-all-interfaces
+   allows a NIC to negotiate its link), and never by more than
+   ``dhcp_timeout``. An interface still without carrier is ``no_carrier``:
+   a status, not a failure.
+3. The backend of ``dhcp_backend`` configures them (``dhclient``: a lease
+   now, interfaces in parallel, each bounded by ``dhcp_timeout``;
+   ``networkd``: persistent configuration and a reload).
+4. Read the addresses back (IPv4, and global IPv6) and report every
+   interface in ``state.interfaces``:
+   ``{"name", "mac", "dhcp", "ipv4", "ipv6"}``, ``dhcp`` being one of
+   ``leased``, ``configured``, ``no_carrier``, ``skipped``, ``failed``.
+
+The step fails (``network_failed``) only when no interface got a lease or
+a configuration; the message lists each interface with what happened and
+what to check, and ``state.interfaces`` is filled all the same. With
+``dhcp_backend = none`` it touches nothing, reports the interfaces as
+``skipped`` and never fails.
+
+Worst case duration: about ``dhcp_timeout`` (plus a few seconds of
+dhclient's own), or the carrier bound plus that when a carrier comes late.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from collections.abc import Sequence
+from concurrent import futures
+
+import netifaces
+from oslo_config import cfg
+
+from rescue_worker import errors
+from rescue_worker import pipeline
+from rescue_worker.network import base
+from rescue_worker.network import interfaces as net_interfaces
+
+LOG = logging.getLogger(__name__)
+
+#: longest wait for a carrier, in seconds (capped by ``dhcp_timeout``)
+CARRIER_TIMEOUT = 10.0
+
+_OPTION_TEXT = {
+    net_interfaces.SKIPPED_BY_PATTERN: 'skip_interfaces',
+    net_interfaces.SKIPPED_GENERATED_MAC:
+        'skip_generated_mac: MAC not permanent',
+}
+
+
+class NetworkStep(pipeline.Step):
+    """Bring up DHCP on every interface and report what each one got."""
+
+    name = 'network'
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 netifaces_module=netifaces,
+                 sysfs: str = net_interfaces.SYSFS_NET,
+                 backend: base.DhcpBackend | None = None,
+                 link_up: Callable[[str], None] = net_interfaces.set_link_up,
+                 poll_interval: float =
+                 net_interfaces.CARRIER_POLL_INTERVAL) -> None:
+        super().__init__(conf)
+        self.netifaces = netifaces_module
+        self.sysfs = sysfs
+        self.backend = backend
+        self.link_up = link_up
+        self.poll_interval = poll_interval
+
+    def run(self, request: pipeline.RescueRequest,
+            state: pipeline.RescueState) -> str:
+        opts = self.conf.rescue_worker
+        backend = self.backend or base.get_backend(self.conf)
+        timeout = float(opts.dhcp_timeout)
+        carrier_timeout = min(CARRIER_TIMEOUT, timeout)
+
+        listed = net_interfaces.list_interfaces(self.netifaces, self.sysfs)
+        skipped: dict[str, str] = {}
+        candidates = []
+        for interface in listed:
+            reason = net_interfaces.skip_reason(
+                interface, opts.skip_interfaces, opts.skip_generated_mac)
+            if reason is None:
+                candidates.append(interface)
+            else:
+                skipped[interface.name] = reason
+        names = [interface.name for interface in candidates]
+
+        outcome = _Outcome()
+        if backend.passive:
+            outcome.statuses.update(backend.configure(names, timeout))
+        else:
+            self._configure(backend, names, timeout, carrier_timeout,
+                            outcome)
+
+        state.interfaces = [self._report(interface,
+                                         outcome.statuses[interface.name])
+                            for interface in candidates]
+        for entry in state.interfaces:
+            LOG.info('Interface %s (%s): %s, IPv4 %s, IPv6 %s',
+                     entry['name'], entry['mac'] or 'no MAC', entry['dhcp'],
+                     ', '.join(entry['ipv4']) or 'none',
+                     ', '.join(entry['ipv6']) or 'none')
+
+        if not backend.passive and not any(
+                status in base.SUCCESSFUL
+                for status in outcome.statuses.values()):
+            raise errors.RescueError(errors.NETWORK_FAILED, _failure_message(
+                backend, listed, skipped, outcome, timeout,
+                carrier_timeout))
+        return _detail(backend, state.interfaces, skipped)
+
+    def _configure(self, backend: base.DhcpBackend, names: Sequence[str],
+                   timeout: float, carrier_timeout: float,
+                   outcome: _Outcome) -> None:
+        up = []
+        for name in names:
+            try:
+                self.link_up(name)
+            except net_interfaces.LinkError as exc:
+                LOG.warning('Could not bring up %s: %s', name, exc)
+                outcome.statuses[name] = base.FAILED
+                outcome.link_errors[name] = str(exc)
+            else:
+                up.append(name)
+        if not up:
+            return
+        with futures.ThreadPoolExecutor(
+                max_workers=len(up),
+                thread_name_prefix='network-step') as pool:
+            jobs = [(ready, pool.submit(backend.configure, ready, timeout))
+                    for ready in net_interfaces.watch_carrier(
+                        up, carrier_timeout, self.sysfs,
+                        self.poll_interval)]
+            for ready, job in jobs:
+                try:
+                    outcome.statuses.update(job.result())
+                except base.BackendError as exc:
+                    outcome.backend_error = str(exc)
+                    outcome.statuses.update(dict.fromkeys(ready,
+                                                          base.FAILED))
+                    outcome.backend_failed.update(ready)
+                except Exception:
+                    LOG.exception('The %s backend failed unexpectedly on '
+                                  '%s', backend.name, ', '.join(ready))
+                    outcome.statuses.update(dict.fromkeys(ready,
+                                                          base.FAILED))
+                    outcome.backend_failed.update(ready)
+                    outcome.backend_error = outcome.backend_error or (
+                        'the %s backend failed unexpectedly; the worker '
+                        'log on the node has the traceback' % backend.name)
+        for name in up:
+            outcome.statuses.setdefault(name, base.NO_CARRIER)
+
+    def _report(self, interface: net_interfaces.Interface,
+                status: str) -> dict:
+        ipv4, ipv6 = net_interfaces.addresses(interface.name, self.netifaces)
+        return {'name': interface.name, 'mac': interface.mac,
+                'dhcp': status, 'ipv4': ipv4, 'ipv6': ipv6}
+
+
+class _Outcome:
+    """What configuring the interfaces came to, for the report."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, str] = {}
+        #: interface -> why its link could not be brought up
+        self.link_errors: dict[str, str] = {}
+        #: interfaces the backend could not even try (``backend_error``)
+        self.backend_failed: set[str] = set()
+        self.backend_error: str | None = None
+
+
+def _skipped_text(skipped: dict[str, str]) -> str:
+    groups: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        groups.setdefault(reason, []).append(name)
+    return '; '.join('%s (%s)' % (', '.join(names), _OPTION_TEXT[reason])
+                     for reason, names in groups.items())
+
+
+def _detail(backend: base.DhcpBackend, entries: Sequence[dict],
+            skipped: dict[str, str]) -> str:
+    if backend.passive:
+        text = 'dhcp_backend = %s: reported %s without configuring' % (
+            backend.name,
+            ', '.join(entry['name'] for entry in entries) or
+            'no interface')
+    else:
+        text = ', '.join('%s %s' % (entry['name'], entry['dhcp'])
+                         for entry in entries)
+    if skipped:
+        text += '; %d skipped by configuration: %s' % (
+            len(skipped), _skipped_text(skipped))
+    return text
+
+
+def _failure_message(backend: base.DhcpBackend,
+                     listed: Sequence[net_interfaces.Interface],
+                     skipped: dict[str, str], outcome: _Outcome,
+                     timeout: float, carrier_timeout: float) -> str:
+    if not listed:
+        return ('no network interface found on the node; check that the '
+                "rescue image has the drivers for the node's NICs")
+    if len(skipped) == len(listed):
+        return ('no network interface to configure: all were skipped by '
+                'configuration: %s; adjust [rescue_worker] skip_interfaces '
+                'or skip_generated_mac' % _skipped_text(skipped))
+
+    # In the order the interfaces were listed.
+    statuses = {interface.name: outcome.statuses[interface.name]
+                for interface in listed
+                if interface.name in outcome.statuses}
+    parts = []
+    if outcome.backend_error:
+        parts.append(outcome.backend_error)
+    failed = [name for name, status in statuses.items()
+              if status == base.FAILED and name not in outcome.link_errors
+              and name not in outcome.backend_failed]
+    if failed:
+        parts.append(backend.failure_hint(failed, timeout))
+    for name, error in outcome.link_errors.items():
+        parts.append('could not bring up %s (%s)' % (name, error))
+    no_carrier = [name for name, status in statuses.items()
+                  if status == base.NO_CARRIER]
+    if no_carrier:
+        parts.append('no carrier on %s within %s s; check the cabling and '
+                     'that the switch ports are enabled' % (
+                         ', '.join(no_carrier),
+                         base.format_seconds(carrier_timeout)))
+    if skipped:
+        parts.append('skipped by configuration: %s' % _skipped_text(skipped))
+    summary = ', '.join('%s %s' % (name, status)
+                        for name, status in statuses.items())
+    return 'no interface got a DHCP lease or configuration (%s): %s' % (
+        summary, '; '.join(parts))

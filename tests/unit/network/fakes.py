@@ -1,0 +1,109 @@
+"""Stand-ins for netifaces, sysfs and the DHCP backends, for unit tests.
+
+``FakeNode`` is a node's interfaces as both netifaces and sysfs show them:
+give it interfaces, plug cables, and hand ``node.netifaces`` and
+``node.sysfs`` to the code under test.
+"""
+
+import os
+
+from rescue_worker.network import base
+
+AF_LINK = 17
+AF_INET = 2
+AF_INET6 = 10
+
+
+class FakeNetifaces:
+    """The subset of the netifaces module the worker uses."""
+
+    AF_LINK = AF_LINK
+    AF_INET = AF_INET
+    AF_INET6 = AF_INET6
+
+    def __init__(self):
+        self.table = {}
+
+    def interfaces(self):
+        return list(self.table)
+
+    def ifaddresses(self, name):
+        if name not in self.table:
+            raise ValueError('You must specify a valid interface name.')
+        return self.table[name]
+
+
+class FakeNode:
+    """Interfaces in a fake netifaces and a fake ``/sys/class/net``."""
+
+    def __init__(self, root):
+        self.sysfs = os.path.join(root, 'sys', 'class', 'net')
+        os.makedirs(self.sysfs)
+        self.netifaces = FakeNetifaces()
+
+    def add(self, name, mac='52:54:00:12:34:56', addr_assign_type=0,
+            carrier=None, ipv4=(), ipv6=()):
+        """An interface; ``carrier`` None means the link is down (the
+        kernel then refuses to read ``carrier``: no file here)."""
+        directory = os.path.join(self.sysfs, name)
+        os.makedirs(directory)
+        if addr_assign_type is not None:
+            self._write(name, 'addr_assign_type', str(addr_assign_type))
+        if carrier is not None:
+            self.set_carrier(name, carrier)
+        entries = {AF_LINK: [{'addr': mac}] if mac else []}
+        if ipv4:
+            entries[AF_INET] = [{'addr': a, 'netmask': '255.255.255.0'}
+                                for a in ipv4]
+        if ipv6:
+            entries[AF_INET6] = [{'addr': a, 'netmask': 'ffff::/64'}
+                                 for a in ipv6]
+        self.netifaces.table[name] = entries
+
+    def _write(self, name, attribute, value):
+        with open(os.path.join(self.sysfs, name, attribute), 'w') as f:
+            f.write(value + '\n')
+
+    def set_carrier(self, name, up):
+        self._write(name, 'carrier', '1' if up else '0')
+
+    def set_ipv4(self, name, *addresses):
+        self.netifaces.table[name][AF_INET] = [
+            {'addr': a, 'netmask': '255.255.255.0'} for a in addresses]
+
+
+class FakeBackend(base.DhcpBackend):
+    """Records what it is asked; answers from ``results`` (name -> status,
+    default ``leased``), and gives a leased interface ``addresses``."""
+
+    name = 'fake'
+
+    def __init__(self, node=None, results=None, addresses=None,
+                 error=None, on_configure=None):
+        self.node = node
+        self.results = results or {}
+        self.addresses = addresses or {}
+        self.error = error
+        self.on_configure = on_configure
+        self.calls = []
+
+    def configure(self, interfaces, timeout):
+        self.calls.append((list(interfaces), timeout))
+        if self.on_configure is not None:
+            self.on_configure(list(interfaces))
+        if self.error is not None:
+            raise self.error
+        statuses = {}
+        for name in interfaces:
+            statuses[name] = self.results.get(name, base.LEASED)
+            if statuses[name] == base.LEASED and name in self.addresses:
+                self.node.set_ipv4(name, self.addresses[name])
+        return statuses
+
+    @property
+    def configured(self):
+        """Every interface handed to configure(), in order."""
+        return [name for names, _ in self.calls for name in names]
+
+    def failure_hint(self, interfaces, timeout):
+        return 'fake: nothing answered on %s' % ', '.join(interfaces)

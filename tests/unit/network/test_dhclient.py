@@ -1,0 +1,366 @@
+"""The dhclient backend: how it runs dhclient and reads what came of it.
+
+A fake ``dhclient`` (a script in the test's directory) stands in for ISC
+dhclient: per interface it leases from a server (appending a lease block
+and going to the background as the real one does), gets nothing (exit 2)
+or hangs, as the plan of the test says. The real one is exercised by
+``tests/e2e``.
+"""
+
+import json
+import os
+import stat
+import sys
+import time
+
+import pytest
+
+from rescue_worker.network import base
+from rescue_worker.network import dhclient
+
+FAKE_DHCLIENT = '''#!%(python)s
+import json, os, signal, sys, time
+
+args = sys.argv[1:]
+iface = args[-1]
+opts = {args[i]: args[i + 1] for i in range(len(args) - 1)
+        if args[i] in ('-pf', '-lf', '-cf')}
+with open(os.environ['FAKE_DHCLIENT_CALLS'], 'a') as f:
+    f.write(json.dumps({'argv': args, 'pid': os.getpid(),
+                        'config': open(opts['-cf']).read()}) + '\\n')
+with open(os.environ['FAKE_DHCLIENT_PLAN']) as f:
+    plan = json.load(f).get(iface, {})
+print('fake dhclient on', iface, flush=True)
+
+
+def lease(server, expire):
+    with open(opts['-lf'], 'a') as f:
+        f.write('lease {\\n  interface "%%s";\\n  fixed-address %%s;\\n'
+                '  option dhcp-server-identifier %%s;\\n  expire %%s;\\n}\\n'
+                %% (iface, plan.get('address', '198.18.1.100'), server,
+                   expire))
+
+
+if '-r' in args:
+    lease(plan['server'], time.strftime('0 %%Y/%%m/%%d %%H:%%M:%%S',
+                                        time.gmtime()))
+    sys.exit(0)
+if plan.get('touch'):
+    open(plan['touch'], 'w').close()
+if plan.get('wait_for'):
+    deadline = time.monotonic() + 5
+    while not os.path.exists(plan['wait_for']):
+        if time.monotonic() > deadline:
+            print('nobody else ran', flush=True)
+            sys.exit(3)
+        time.sleep(0.01)
+if plan.get('hang'):
+    while True:
+        signal.pause()
+if not plan.get('server'):
+    print('No DHCPOFFERS received.', flush=True)
+    sys.exit(2)
+lease(plan['server'], 'never')
+if os.fork():
+    sys.exit(0)
+os.setsid()
+with open(opts['-pf'], 'w') as f:
+    f.write('%%d\\n' %% os.getpid())
+os.close(1)
+os.close(2)
+while True:
+    signal.pause()
+'''
+
+
+class FakeDhclient:
+    def __init__(self, directory, monkeypatch):
+        self.program = os.path.join(directory, 'bin', 'dhclient')
+        os.makedirs(os.path.dirname(self.program))
+        with open(self.program, 'w') as f:
+            f.write(FAKE_DHCLIENT % {'python': sys.executable})
+        os.chmod(self.program, stat.S_IRWXU)
+        self.plan_file = os.path.join(directory, 'plan.json')
+        self.calls_file = os.path.join(directory, 'calls.jsonl')
+        self.plan({})
+        monkeypatch.setenv('FAKE_DHCLIENT_PLAN', self.plan_file)
+        monkeypatch.setenv('FAKE_DHCLIENT_CALLS', self.calls_file)
+
+    def plan(self, plan):
+        with open(self.plan_file, 'w') as f:
+            json.dump(plan, f)
+
+    def calls(self):
+        try:
+            with open(self.calls_file) as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    return FakeDhclient(str(tmp_path), monkeypatch)
+
+
+@pytest.fixture
+def image_config(tmp_path):
+    path = tmp_path / 'dhclient.conf'
+    path.write_text('request subnet-mask, routers;\n')
+    return str(path)
+
+
+@pytest.fixture
+def backend(tmp_path, fake, image_config):
+    backend = dhclient.DhclientBackend(str(tmp_path / 'state'),
+                                       executable=fake.program,
+                                       base_config=image_config)
+    yield backend
+    for name in ('eth0', 'eth1'):
+        backend.stop(name)
+
+
+def daemon_pid(backend, name):
+    return backend._daemon_pid(name)
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in 'ZX'
+    except OSError:
+        return False
+
+
+# -- leasing ------------------------------------------------------------------
+
+def test_each_interface_gets_dhclient_once_with_its_own_files(
+        backend, fake, tmp_path):
+    fake.plan({'eth0': {'server': '198.18.1.1'},
+               'eth1': {'server': '198.18.2.1'}})
+
+    statuses = backend.configure(['eth0', 'eth1'], 30)
+
+    assert statuses == {'eth0': 'leased', 'eth1': 'leased'}
+    directory = str(tmp_path / 'state' / 'dhcp')
+    argv = sorted((call['argv'] for call in fake.calls()),
+                  key=lambda a: a[-1])
+    assert argv == [
+        ['-1', '-v', '-pf', directory + '/dhclient-%s.pid' % name,
+         '-lf', directory + '/dhclient-%s.leases' % name,
+         '-cf', directory + '/dhclient-%s.conf' % name, name]
+        for name in ('eth0', 'eth1')]
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_the_config_is_the_images_own_then_the_timeout_of_the_rescue(
+        backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+
+    backend.configure(['eth0'], 30)
+
+    config = fake.calls()[0]['config']
+    assert 'request subnet-mask, routers;\n' in config
+    assert config.endswith('\ntimeout 30;\nreboot 10;\n')
+
+
+def test_without_an_image_config_debians_request_list_is_used(
+        tmp_path, fake):
+    backend = dhclient.DhclientBackend(
+        str(tmp_path / 'state'), executable=fake.program,
+        base_config=str(tmp_path / 'none.conf'))
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+
+    try:
+        backend.configure(['eth0'], 5)
+    finally:
+        backend.stop('eth0')
+
+    config = fake.calls()[0]['config']
+    assert dhclient.DEFAULT_CONFIG in config
+    assert config.endswith('\ntimeout 5;\nreboot 1;\n')
+
+
+@pytest.mark.parametrize('timeout, written', [(2.5, 3), (0.2, 1), (60, 60)])
+def test_the_timeout_is_whole_seconds_rounded_up(backend, fake, timeout,
+                                                 written):
+    backend.configure(['eth0'], timeout)
+
+    assert '\ntimeout %d;\n' % written in fake.calls()[0]['config']
+
+
+@pytest.mark.parametrize('timeout, reboot', [(30, 10), (60, 10), (12, 4),
+                                             (5, 1), (1, 1)])
+def test_a_recorded_lease_is_asked_for_at_most_10_s(timeout, reboot):
+    assert dhclient.reboot_time(timeout) == reboot
+
+
+def test_no_lease_is_a_failure_and_dhclients_output_is_kept(
+        backend, fake, tmp_path):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+
+    statuses = backend.configure(['eth0', 'eth1'], 5)
+
+    assert statuses == {'eth0': 'leased', 'eth1': 'failed'}
+    log = (tmp_path / 'state' / 'dhcp' / 'dhclient-eth1.log').read_text()
+    assert 'No DHCPOFFERS received.' in log
+    assert ' -1 -v -pf ' in log
+
+
+def test_interfaces_are_leased_in_parallel(backend, fake, tmp_path):
+    # Each fake waits for the other to have started: run one after the
+    # other, the first would give up.
+    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+    fake.plan({'eth0': {'server': '198.18.1.1', 'touch': one,
+                        'wait_for': two},
+               'eth1': {'server': '198.18.2.1', 'touch': two,
+                        'wait_for': one}})
+
+    statuses = backend.configure(['eth0', 'eth1'], 5)
+
+    assert statuses == {'eth0': 'leased', 'eth1': 'leased'}
+
+
+def test_a_dhclient_that_hangs_is_killed_at_its_bound(backend, fake,
+                                                      monkeypatch):
+    monkeypatch.setattr(dhclient, 'GRACE', 0.5)
+    fake.plan({'eth0': {'hang': True}})
+    started = time.monotonic()
+
+    statuses = backend.configure(['eth0'], 1)
+
+    # timeout 1 s + reboot 1 s + grace
+    assert statuses == {'eth0': 'failed'}
+    assert time.monotonic() - started < 5
+    assert not alive(fake.calls()[0]['pid'])
+
+
+def test_a_missing_dhclient_is_a_backend_error_saying_what_to_install(
+        tmp_path):
+    backend = dhclient.DhclientBackend(str(tmp_path),
+                                       executable='no-such-dhclient')
+
+    with pytest.raises(base.BackendError) as info:
+        backend.configure(['eth0'], 5)
+
+    assert 'isc-dhcp-client' in str(info.value)
+    assert 'dhcp_backend' in str(info.value)
+
+
+def test_no_interfaces_runs_nothing(backend, fake):
+    assert backend.configure([], 5) == {}
+    assert fake.calls() == []
+
+
+def test_the_failure_hint_names_the_interfaces_and_where_to_look(
+        backend, tmp_path):
+    hint = backend.failure_hint(['eth0', 'eth1'], 30)
+
+    assert hint == (
+        "no DHCP server answered on eth0, eth1 within 30 s; check that the "
+        "rescuing network's DHCP server is running and that these ports "
+        "are on that network (dhclient's output: %s/state/dhcp/"
+        "dhclient-<interface>.log)" % tmp_path)
+
+
+@pytest.mark.parametrize('name', ['', '../etc', 'a/b', '.hidden'])
+def test_an_interface_name_that_is_no_file_name_is_refused(backend, name):
+    with pytest.raises(ValueError):
+        backend.paths(name)
+
+
+# -- for the network keeper: lease_server, renew, stop, release --------------
+
+def test_lease_server_is_the_server_of_the_newest_lease(backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+    fake.plan({'eth0': {'server': '198.19.1.1', 'address': '198.19.1.5'}})
+    backend.renew('eth0', 5)
+
+    assert backend.lease_server('eth0') == '198.19.1.1'
+    assert backend.lease_server('eth1') is None
+
+
+def test_renew_replaces_the_running_dhclient_instead_of_adding_one(
+        backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+    first = daemon_pid(backend, 'eth0')
+
+    assert backend.renew('eth0', 5) == 'leased'
+
+    second = daemon_pid(backend, 'eth0')
+    assert second is not None and second != first
+    assert not alive(first)
+    assert fake.calls()[-1]['argv'][:2] == ['-1', '-v']
+
+
+def test_configuring_again_also_replaces_the_running_dhclient(backend,
+                                                              fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+    first = daemon_pid(backend, 'eth0')
+
+    backend.configure(['eth0'], 5)
+
+    assert not alive(first)
+    assert alive(daemon_pid(backend, 'eth0'))
+
+
+def test_a_failed_renew_is_reported(backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+    fake.plan({})
+
+    assert backend.renew('eth0', 1) == 'failed'
+
+
+def test_stop_ends_the_daemon(backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+    pid = daemon_pid(backend, 'eth0')
+
+    backend.stop('eth0')
+
+    assert not alive(pid)
+    assert daemon_pid(backend, 'eth0') is None
+    backend.stop('eth0')  # nothing left to stop
+
+
+def test_stop_never_signals_a_process_that_is_not_our_dhclient(backend):
+    # A stale pid file naming a pid now used by another process (here:
+    # the test itself).
+    path = backend.paths('eth0').pid
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('%d\n' % os.getpid())
+
+    backend.stop('eth0')
+
+    assert daemon_pid(backend, 'eth0') is None
+
+
+def test_release_gives_the_lease_back(backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+
+    backend.release('eth0', 5)
+
+    assert fake.calls()[-1]['argv'][:2] == ['-r', '-v']
+    assert backend.lease_server('eth0') is None
+
+
+def test_the_backend_comes_from_the_state_dir_of_the_configuration(
+        tmp_path):
+    from oslo_config import cfg
+
+    from rescue_worker import conf as rw_conf
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+    conf.set_override('state_dir', str(tmp_path), group=rw_conf.GROUP)
+
+    backend = base.get_backend(conf)
+
+    assert isinstance(backend, dhclient.DhclientBackend)
+    assert backend.paths('eth0').pid == str(
+        tmp_path / 'dhcp' / 'dhclient-eth0.pid')

@@ -1,0 +1,201 @@
+"""The networkd backend: one ``.network`` file per interface under
+``root_dir``, then ``networkctl reload`` on the live system only."""
+
+import os
+import stat
+import sys
+
+import pytest
+
+from rescue_worker.network import base
+from rescue_worker.network import networkd
+
+EXPECTED_ETH0 = ('# Written by rescue-worker: DHCP on eth0 for the rescue.\n'
+                 '[Match]\n'
+                 'Name=eth0\n'
+                 '\n'
+                 '[Network]\n'
+                 'DHCP=yes\n')
+
+FAKE_NETWORKCTL = '''#!%(python)s
+import os, sys
+with open(os.environ['FAKE_NETWORKCTL_CALLS'], 'a') as f:
+    f.write(' '.join(sys.argv[1:]) + '\\n')
+if os.environ.get('FAKE_NETWORKCTL_FAIL'):
+    sys.stderr.write('Failed to reload network settings: Unit '
+                     'dbus-org.freedesktop.network1.service not found.\\n')
+    sys.exit(1)
+'''
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / 'root'
+
+
+def network_dir(root):
+    return root / 'etc' / 'systemd' / 'network'
+
+
+@pytest.fixture
+def networkctl(tmp_path, monkeypatch):
+    """A fake networkctl; ``.calls()`` lists its command lines."""
+    program = tmp_path / 'networkctl'
+    program.write_text(FAKE_NETWORKCTL % {'python': sys.executable})
+    program.chmod(0o700)
+    calls = tmp_path / 'networkctl.calls'
+    monkeypatch.setenv('FAKE_NETWORKCTL_CALLS', str(calls))
+
+    class Fake:
+        path = str(program)
+
+        @staticmethod
+        def calls():
+            return calls.read_text().splitlines() if calls.exists() else []
+    return Fake
+
+
+def test_a_network_file_is_written_per_interface(root):
+    backend = networkd.NetworkdBackend(str(root))
+
+    statuses = backend.configure(['eth0', 'eth1'], 30)
+
+    assert statuses == {'eth0': 'configured', 'eth1': 'configured'}
+    directory = network_dir(root)
+    assert sorted(os.listdir(directory)) == ['50-rescue-eth0.network',
+                                             '50-rescue-eth1.network']
+    path = directory / '50-rescue-eth0.network'
+    assert path.read_text() == EXPECTED_ETH0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert (directory / '50-rescue-eth1.network').read_text() == \
+        EXPECTED_ETH0.replace('eth0', 'eth1')
+
+
+def test_configuring_twice_leaves_the_same_files_untouched(root):
+    backend = networkd.NetworkdBackend(str(root))
+    backend.configure(['eth0'], 30)
+    path = network_dir(root) / '50-rescue-eth0.network'
+    before = path.stat()
+
+    backend.configure(['eth0'], 30)
+
+    after = path.stat()
+    assert path.read_text() == EXPECTED_ETH0
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino,
+                                                 before.st_mtime_ns)
+    assert os.listdir(network_dir(root)) == ['50-rescue-eth0.network']
+
+
+def test_a_changed_file_is_put_right(root):
+    backend = networkd.NetworkdBackend(str(root))
+    backend.configure(['eth0'], 30)
+    path = network_dir(root) / '50-rescue-eth0.network'
+    path.write_text('[Match]\nName=eth0\n[Network]\nDHCP=no\n')
+
+    backend.configure(['eth0'], 30)
+
+    assert path.read_text() == EXPECTED_ETH0
+
+
+def test_other_network_files_are_left_alone(root):
+    directory = network_dir(root)
+    directory.mkdir(parents=True)
+    (directory / '10-image.network').write_text('[Match]\nName=en*\n')
+    backend = networkd.NetworkdBackend(str(root))
+
+    backend.configure(['eth0'], 30)
+
+    assert (directory / '10-image.network').read_text() == \
+        '[Match]\nName=en*\n'
+
+
+def test_networkctl_is_not_run_when_root_dir_is_not_the_live_system(
+        root, networkctl):
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path)
+
+    backend.configure(['eth0'], 30)
+
+    assert not backend.live
+    assert networkctl.calls() == []
+    assert backend.renew('eth0', 30) == 'skipped'
+    assert backend.lease_server('eth0') is None
+
+
+def test_the_live_system_is_root_dir_slash():
+    assert networkd.NetworkdBackend('/').live
+    assert networkd.NetworkdBackend('/tmp/..').live
+    assert not networkd.NetworkdBackend('/tmp').live
+
+
+def test_on_the_live_system_networkd_is_reloaded_once(root, networkctl):
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=True)
+
+    statuses = backend.configure(['eth0', 'eth1'], 30)
+
+    assert statuses == {'eth0': 'configured', 'eth1': 'configured'}
+    assert networkctl.calls() == ['reload']
+
+
+def test_on_the_live_system_without_networkctl_the_files_are_all(root):
+    backend = networkd.NetworkdBackend(str(root), networkctl='no-networkctl',
+                                       live=True)
+
+    assert backend.configure(['eth0'], 30) == {'eth0': 'configured'}
+
+
+def test_a_failed_reload_fails_the_interfaces_and_says_why(
+        root, networkctl, monkeypatch):
+    monkeypatch.setenv('FAKE_NETWORKCTL_FAIL', '1')
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=True)
+
+    statuses = backend.configure(['eth0'], 30)
+
+    assert statuses == {'eth0': 'failed'}
+    hint = backend.failure_hint(['eth0'], 30)
+    assert 'reload failed: Failed to reload network settings' in hint
+    assert 'check that systemd-networkd is running' in hint
+
+
+def test_an_unwritable_directory_is_a_backend_error(root):
+    root.mkdir()
+    (root / 'etc').write_text('not a directory')
+    backend = networkd.NetworkdBackend(str(root))
+
+    with pytest.raises(base.BackendError) as info:
+        backend.configure(['eth0'], 30)
+
+    assert 'could not write the systemd-networkd configuration' in str(
+        info.value)
+
+
+def test_renew_asks_networkd_on_the_live_system(root, networkctl):
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=True)
+
+    assert backend.renew('eth0', 30) == 'configured'
+    assert networkctl.calls() == ['renew eth0']
+
+
+def test_lease_server_is_read_from_networkds_lease_of_the_interface(
+        root, tmp_path):
+    sysfs = tmp_path / 'sys'
+    (sysfs / 'eth0').mkdir(parents=True)
+    (sysfs / 'eth0' / 'ifindex').write_text('7\n')
+    leases = tmp_path / 'leases'
+    leases.mkdir()
+    (leases / '7').write_text('# This is private data. Do not parse.\n'
+                              'ADDRESS=198.18.1.100\n'
+                              'SERVER_ADDRESS=198.18.1.1\n')
+    backend = networkd.NetworkdBackend(str(root), leases_dir=str(leases),
+                                       sysfs=str(sysfs), live=True)
+
+    assert backend.lease_server('eth0') == '198.18.1.1'
+    assert backend.lease_server('eth1') is None
+
+
+@pytest.mark.parametrize('name', ['', '../x', 'a/b', '.x'])
+def test_an_interface_name_that_is_no_file_name_is_refused(root, name):
+    with pytest.raises(ValueError):
+        networkd.NetworkdBackend(str(root)).network_file(name)
