@@ -90,7 +90,7 @@ account_opts = [
 
 pipeline_opts = [
     cfg.ListOpt('steps',
-                default=['password'],
+                default=['password', 'account', 'network', 'verify'],
                 help='Provisioning steps to run, in order. Each name is an '
                      'entry point in the "rescue_worker.steps" namespace, '
                      'so a step can be added without editing the package.'),

@@ -87,7 +87,7 @@ class RescueEndpoint:
                  token_check, journal: rw_journal.Journal,
                  pipeline: rw_pipeline.Pipeline,
                  notifications: notify.Notifications,
-                 on_rescued: Callable[[str], None] | None = None) -> None:
+                 on_rescued: Callable[[dict], bool] | None = None) -> None:
         self.node_id = node_id
         self.topic = topic
         self.username = username
@@ -275,7 +275,8 @@ class RescueEndpoint:
                       result.error.message)
         self._publish_outcome(data)
         if result.succeeded and self._on_rescued is not None:
-            self._closed = self._on_rescued(request.request_id) is True
+            # True: the worker locks down and takes nothing more.
+            self._closed = self._on_rescued(data) is True
         return data
 
     def _publish_outcome(self, data: dict) -> None:

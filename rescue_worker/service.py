@@ -24,6 +24,8 @@ from rescue_worker import notify
 from rescue_worker import pipeline as rw_pipeline
 from rescue_worker import rpc
 from rescue_worker import version
+from rescue_worker.network import base as net_base
+from rescue_worker.network import keeper
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ class RescueWorker:
         self.server: oslo_messaging.MessageHandlingServer | None = None
         self.stop_reason: str | None = None
         self._stop_requested = threading.Event()
+        self._terminate = threading.Event()
+        self.leased_interfaces: list[str] = []
+        #: how the tenant network keeper ended, once it has run
+        self.keeper_result: str | None = None
         #: set once the server consumes (after ``worker.ready``)
         self.ready = threading.Event()
         #: set once the worker has stopped for good
@@ -104,6 +110,9 @@ class RescueWorker:
         thread."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        if reason != STOP_RESCUED:
+            # Also ends the tenant network keeper, if it runs.
+            self._terminate.set()
         self._stop_requested.set()
 
     def wait_for_stop_request(self, timeout: float | None = None) -> bool:
@@ -142,16 +151,36 @@ class RescueWorker:
             pass
         LOG.info('Stopping (%s)', self.stop_reason)
         self.stop()
+        if self.stop_reason == STOP_RESCUED:
+            self.keep_tenant_network()
         return 0
+
+    def keep_tenant_network(self) -> str:
+        """After lockdown: renew the leases until the tenant network's DHCP
+        answers (DESIGN.md section 5), with no RPC."""
+        group = self.conf.rescue_worker
+        keeper_ = keeper.TenantNetworkKeeper(
+            net_base.get_backend(self.conf), self.leased_interfaces,
+            interval=group.tenant_renew_interval,
+            period=group.tenant_renew_period,
+            renew_timeout=min(group.dhcp_timeout,
+                              group.tenant_renew_interval),
+            stop_event=self._terminate)
+        self.keeper_result = keeper_.run()
+        LOG.info('Tenant network keeper done (%s)', self.keeper_result)
+        return self.keeper_result
 
     # -- lockdown ----------------------------------------------------------
 
-    def _rescued(self, request_id: str) -> bool:
+    def _rescued(self, outcome: dict) -> bool:
         if not self.conf.rescue_worker.exit_after_rescue:
             return False
         # The marker first: if the process dies from here on, it never
         # serves again.
-        self.marker.write(request_id)
+        self.marker.write(outcome['request_id'])
+        self.leased_interfaces = [entry['name']
+                                  for entry in outcome.get('interfaces', [])
+                                  if entry.get('dhcp') == net_base.LEASED]
         LOG.info('Rescue succeeded; locking down')
         self.request_stop(STOP_RESCUED)
         return True
