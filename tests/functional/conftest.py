@@ -114,7 +114,7 @@ class Bus:
 class WorkerProcess:
     """A ``rescue-worker`` process started from its own config file."""
 
-    def __init__(self, base_dir, url, node_id=None, **options):
+    def __init__(self, base_dir, url, node_id=None, wrap=None, **options):
         self.node_id = node_id or 'node-%s' % uuid.uuid4().hex[:12]
         self.base_dir = str(base_dir)
         self.token = secrets.token_urlsafe(32)
@@ -155,6 +155,8 @@ class WorkerProcess:
         self._parser = parser
         self.write_config()
         self.secrets = [self.token]
+        # argv -> argv, e.g. to run the worker inside a network namespace
+        self.wrap = wrap or list
         self.proc = None
         self.runs = []
 
@@ -169,9 +171,9 @@ class WorkerProcess:
                    RESCUE_WORKER_TEST_GATE_DIR=self.gate_dir)
         with open(self.output_file, 'ab') as out:
             self.proc = subprocess.Popen(
-                [os.path.join(os.path.dirname(sys.executable),
-                              'rescue-worker'),
-                 '--config-file', self.config_file],
+                self.wrap([os.path.join(os.path.dirname(sys.executable),
+                                        'rescue-worker'),
+                           '--config-file', self.config_file]),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env)
         self.runs.append(self.proc)

@@ -1,0 +1,182 @@
+"""A whole rescue, for real: the ``rescue-worker`` process inside a network
+namespace, DHCP from dnsmasq, the broker reached over a management link.
+
+The node namespace has ``eth0`` and ``eth1`` wired to dnsmasq, ``eth2`` with
+no carrier and ``mgmt0``, a link to the host where the test's RabbitMQ runs
+(skipped by the worker: it is no NIC to configure). The conductor is plain
+oslo.messaging. After ``end`` the conductor's port move is played by
+replacing each link's dnsmasq with a tenant one serving another range, with
+no link flap: the worker's network keeper must pick that up, then exit.
+
+Needs root, ``ip``, ``dnsmasq``, ``dhclient`` and RabbitMQ (``tox -e
+e2e``); skipped otherwise, a failure under ``CI=true``.
+"""
+
+import os
+import signal
+import time
+import urllib.parse
+import uuid
+
+import pytest
+from passlib.hash import sha512_crypt
+
+from rescue_worker import sandbox
+from tests.e2e import netns
+from tests.functional.conftest import Bus
+from tests.functional.conftest import WorkerProcess
+from tests.functional.conftest import transport_url
+from tests.functional.conftest import wait_ready
+
+END = 'rescue_worker.finalize_rescue.end'
+ERROR = 'rescue_worker.finalize_rescue.error'
+STOPPED = 'rescue_worker.worker.stopped'
+DHCP_TIMEOUT = 8
+RENEW_INTERVAL = 2
+TENANT_SUBNETS = {'eth0': '198.19.1.0/24', 'eth1': '198.19.2.0/24'}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    netns.require()
+    url = transport_url()
+    lab = netns.NetLab(tmp_path / 'lab')
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        host, port = lab.forward(parsed.port or 5672, parsed.hostname)
+        netloc = '%s@%s:%d' % (parsed.netloc.rpartition('@')[0], host, port)
+        lab.node_url = urllib.parse.urlunsplit(parsed._replace(
+            netloc=netloc))
+        netns.rescuing_network(lab)
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def bus():
+    bus = Bus(transport_url())
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def node_worker(tmp_path, lab):
+    workers = []
+
+    def make(**options):
+        settings = dict(dhcp_backend='dhclient', dhcp_timeout=DHCP_TIMEOUT,
+                        skip_interfaces='lo,mgmt*',
+                        # veth MACs are generated; real NICs' are not
+                        skip_generated_mac=False,
+                        tenant_renew_interval=RENEW_INTERVAL,
+                        tenant_renew_period=120,
+                        steps='password,account,network,verify')
+        settings.update(options)
+        worker = WorkerProcess(tmp_path / 'node', lab.node_url,
+                               wrap=lab.node.argv, **settings)
+        sandbox.seed_root(worker.root_dir)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.kill()
+        logged = worker.logs()
+        for secret in worker.secrets:
+            assert secret not in logged
+
+
+def cast(bus, worker, password):
+    request_id = 'req-%s' % uuid.uuid4()
+    worker.secrets.append(password)
+    bus.client(worker.node_id).cast({'request_id': request_id},
+                                    'finalize_rescue',
+                                    rescue_password=password,
+                                    agent_token=worker.token)
+    return request_id
+
+
+def shadow_hash(root_dir, username='rescue'):
+    with open(os.path.join(root_dir, 'etc', 'shadow')) as f:
+        for line in f:
+            fields = line.split(':')
+            if fields[0] == username:
+                return fields[1]
+    raise AssertionError('no %s in shadow' % username)
+
+
+def test_rescue_leases_both_wired_nics_then_follows_the_tenant_network(
+        lab, bus, node_worker):
+    worker = node_worker()
+    worker.start()
+    wait_ready(bus, worker)
+    password = 'tenant-login-%s' % uuid.uuid4()
+
+    request_id = cast(bus, worker, password)
+
+    [end] = bus.wait_for(END, request_id=request_id, timeout=120)
+    interfaces = {entry['name']: entry for entry in end['interfaces']}
+    assert sorted(interfaces) == ['eth0', 'eth1', 'eth2']
+    for name in ('eth0', 'eth1'):
+        assert interfaces[name]['dhcp'] == 'leased'
+        [address] = interfaces[name]['ipv4']
+        assert lab.links[name].in_range(address)
+        assert lab.node.ipv4_addresses(name) == [address]
+    assert interfaces['eth2']['dhcp'] == 'no_carrier'
+    assert lab.node.ipv4_addresses('eth2') == []
+    assert [s['status'] for s in end['steps']] == ['done'] * 4
+    # The tenant logs in with the password the conductor sent.
+    assert sha512_crypt.verify(password, shadow_hash(worker.root_dir))
+    bus.wait_for(STOPPED, node_id=worker.node_id)
+
+    # The conductor moves the ports to the tenant network: same links, new
+    # DHCP servers and ranges, no link flap.
+    flipped = time.monotonic()
+    for name, subnet in TENANT_SUBNETS.items():
+        lab.switch_network(name, subnet)
+
+    for name in TENANT_SUBNETS:
+        netns.wait_for(
+            lambda name=name: [a for a in lab.node.ipv4_addresses(name)
+                               if lab.links[name].in_range(a)],
+            timeout=RENEW_INTERVAL + 10,
+            what='a tenant address on %s' % name)
+    assert worker.wait(timeout=60) == 0
+    assert time.monotonic() - flipped < 60
+    assert lab.node.read_sys('eth0', 'carrier') == '1'
+    assert not os.path.exists(worker.token_file)
+    assert not os.path.exists(worker.config_file)
+
+    # Started again, it refuses to serve.
+    worker.write_config()
+    worker.start()
+    assert worker.wait(timeout=60) == 0
+    assert 'will not serve again' in worker.logs()
+
+
+def test_no_dhcp_server_ends_with_network_failed_within_dhcp_timeout(
+        lab, bus, node_worker):
+    lab.stop_dhcp('eth0')
+    lab.stop_dhcp('eth1')
+    worker = node_worker()
+    worker.start()
+    wait_ready(bus, worker)
+
+    request_id = cast(bus, worker, 'no-network-%s' % uuid.uuid4())
+
+    [error] = bus.wait_for(ERROR, request_id=request_id,
+                           timeout=DHCP_TIMEOUT + 60)
+    assert error['error']['code'] == 'network_failed'
+    assert 'eth0' in error['error']['message']
+    steps = {step['name']: step['status'] for step in error['steps']}
+    assert steps == {'password': 'done', 'account': 'done',
+                     'network': 'failed', 'verify': 'skipped'}
+    [network] = [s for s in error['steps'] if s['name'] == 'network']
+    assert network['duration_ms'] < (DHCP_TIMEOUT + 5) * 1000
+    # A failed rescue does not lock the worker down.
+    status = bus.client(worker.node_id).call(
+        {}, 'get_status', agent_token=worker.token)
+    assert status['state'] == 'failed'
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
