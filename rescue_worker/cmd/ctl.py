@@ -282,6 +282,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     waiter = rw_client.CompletionWaiter(rpc.get_notification_transport(conf),
                                         on_notification=show)
     with waiter:
+        # Said once the queue exists: from here on nothing is missed.
+        print('watching %s notifications on exchange %s (Ctrl-C to stop)' %
+              (waiter.topic, waiter.exchange), file=sys.stderr, flush=True)
         try:
             done.wait(args.timeout or None)
         except KeyboardInterrupt:
