@@ -214,6 +214,20 @@ class WorkerProcess:
         except FileNotFoundError:
             return []
 
+    def account_hashes(self):
+        """The hash the worker wrote to its shadow file, and its checksum:
+        secrets too."""
+        try:
+            with open(os.path.join(self.root_dir, 'etc', 'shadow')) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        for line in lines:
+            fields = line.split(':')
+            if fields[0] == 'rescue' and fields[1].startswith('$'):
+                return [fields[1], fields[1].rsplit('$', 1)[1]]
+        return []
+
     def logs(self):
         text = ''
         for path in (self.log_file, self.output_file):
@@ -260,7 +274,8 @@ def make_worker(tmp_path, bus, secrets_used):
     for worker in workers:
         logged = worker.logs()
         assert 'DEBUG' in logged, 'the worker did not log at DEBUG'
-        for secret in secrets_used + worker.secrets:
+        for secret in (secrets_used + worker.secrets +
+                       worker.account_hashes()):
             assert secret not in logged, (
                 'a secret appeared in %s' % worker.log_file)
             assert secret not in published, 'a secret was published'
