@@ -111,8 +111,12 @@ class RescueEndpoint:
 
     # -- RPC API -----------------------------------------------------------
 
+    # ``ctxt`` is positional-only in both methods: the dispatcher passes it
+    # by position, so an argument a publisher names "ctxt" (or "self") ends
+    # up in ``unknown`` and is answered, instead of raising a TypeError in
+    # the dispatcher that no one but the worker's log would see.
     @oslo_messaging.expected_exceptions(errors.RescueError)
-    def get_status(self, ctxt, agent_token=None, **unknown) -> dict:
+    def get_status(self, ctxt, /, agent_token=None, **unknown) -> dict:
         self._token_check.verify(agent_token)
         return {'node_id': self.node_id,
                 'state': self._state,
@@ -120,8 +124,8 @@ class RescueEndpoint:
                 'rpc_api_version': RPC_API_VERSION,
                 'version': version.version_string()}
 
-    def finalize_rescue(self, ctxt, rescue_password=MISSING, hashed=False,
-                        agent_token=None, **unknown) -> dict:
+    def finalize_rescue(self, ctxt, /, rescue_password=MISSING,
+                        hashed=False, agent_token=None, **unknown) -> dict:
         received = time.monotonic()
         request_id = None
         try:
