@@ -1,17 +1,30 @@
 """rescue-worker: the bare-metal rescue agent as an oslo.messaging worker.
 
 The public API for conductors and tests is here; the modules behind it are
-free to move. ``rescue_worker.fixture`` (test fixtures) is imported on its
-own, as it needs the ``fixtures`` package.
+free to move. Names are imported on first use, so that importing a step
+(pure code) does not import oslo.messaging. ``rescue_worker.fixture`` (test
+fixtures) is imported on its own, as it needs the ``fixtures`` package.
 """
 
-from rescue_worker.client import CompletionWaiter
-from rescue_worker.client import Outcome
-from rescue_worker.client import RescueWorkerClient
-from rescue_worker.client import WorkerNotListening
-from rescue_worker.errors import RescueError
-from rescue_worker.service import RescueWorker
-from rescue_worker.version import version_string
+import importlib
 
-__all__ = ['CompletionWaiter', 'Outcome', 'RescueError', 'RescueWorker',
-           'RescueWorkerClient', 'WorkerNotListening', 'version_string']
+_PUBLIC = {
+    'CompletionWaiter': 'rescue_worker.client',
+    'Outcome': 'rescue_worker.client',
+    'RescueWorkerClient': 'rescue_worker.client',
+    'WorkerNotListening': 'rescue_worker.client',
+    'RescueError': 'rescue_worker.errors',
+    'RescueWorker': 'rescue_worker.service',
+    'version_string': 'rescue_worker.version',
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    try:
+        module = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError('module %r has no attribute %r' %
+                             (__name__, name)) from None
+    return getattr(importlib.import_module(module), name)
