@@ -22,6 +22,8 @@ HASH_SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
 DHCP_BACKENDS = (
     ('dhclient', 'run ISC dhclient on each interface and wait for a lease'),
     ('networkd', 'write systemd-networkd .network files and reload'),
+    ('udhcpc', "run busybox's udhcpc on each interface and wait for a "
+               'lease (images without systemd, like TinyIPA)'),
     ('none', 'configure nothing; only report the interfaces'),
 )
 
@@ -113,6 +115,28 @@ network_opts = [
                 default=True,
                 help='Skip interfaces whose MAC address is not permanent '
                      '(addr_assign_type != 0), as ironic images do.'),
+    cfg.BoolOpt('ipv6',
+                default=True,
+                help='Configure IPv6 too: accept router advertisements '
+                     '(SLAAC) and, where the router asks for it (the '
+                     '"managed" flag), lease an address by DHCPv6 '
+                     '(dhclient -6; udhcpc6 where the image has it). An '
+                     'interface with only an IPv6 address counts as '
+                     'leased. With dhclient and udhcpc an interface waits '
+                     'a few seconds for a router advertisement; turn this '
+                     'off on networks that are IPv4 only to save them. '
+                     'networkd: IPv6AcceptRA and DHCPv6 in the .network '
+                     'files.'),
+    cfg.StrOpt('networkd_reload_command',
+               default='networkctl reload',
+               help='Command that makes systemd-networkd read the .network '
+                    'files once they are written (dhcp_backend = '
+                    'networkd); split like a shell would, run without '
+                    'one. It runs only on the live system (root_dir = /). '
+                    'Empty: write the files only (networkd starts after '
+                    'the worker). Example for systemd older than 244, '
+                    'whose networkctl has no "reload": "systemctl restart '
+                    'systemd-networkd".'),
 ]
 
 lifecycle_opts = [

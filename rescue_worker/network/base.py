@@ -8,13 +8,15 @@ interface twice); the tenant network keeper that runs after lockdown calls
 
 To add a backend: subclass ``DhcpBackend``, add its name to
 ``rescue_worker.conf.DHCP_BACKENDS`` (the option's choices) and to
-``BACKENDS`` here.
+``BACKENDS`` here. A backend that runs a DHCP client per interface gets
+IPv6 (router advertisements, DHCPv6) from ``rescue_worker.network.ipv6``.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+import time
 from collections.abc import Sequence
 
 from oslo_config import cfg
@@ -37,6 +39,7 @@ BACKENDS = {
     'dhclient': 'rescue_worker.network.dhclient:DhclientBackend',
     'networkd': 'rescue_worker.network.networkd:NetworkdBackend',
     'none': 'rescue_worker.network.noop:NoopBackend',
+    'udhcpc': 'rescue_worker.network.udhcpc:UdhcpcBackend',
 }
 
 
@@ -112,3 +115,23 @@ def backend_class(name: str) -> type[DhcpBackend]:
 def format_seconds(value: float) -> str:
     """'30' for 30.0, '2.5' for 2.5: seconds as an operator reads them."""
     return ('%d' % value) if float(value).is_integer() else ('%.1f' % value)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` ended (or is a zombie); whether it did.
+
+    A DHCP client's daemon is usually no child of this process, so there
+    is nothing to wait() on: its /proc entry is polled.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ('Z', 'X'):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

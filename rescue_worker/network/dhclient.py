@@ -25,6 +25,14 @@ after the port moved to another network, an authoritative server there
 refuses it at once (dnsmasq: "wrong network") and a silent one is given up
 on after the ``reboot`` time; either way dhclient then discovers the new
 network's server and the old address is replaced. No link flap is needed.
+
+IPv6 (``[rescue_worker] ipv6``, see ``rescue_worker.network.ipv6``): beside
+each IPv4 lease, the interface takes router advertisements; where the
+router asks for DHCPv6 (the "managed" flag), ``dhclient -6 -1`` runs on
+files of its own (``dhclient6-<if>.pid``, ``.leases``, ``.conf``,
+``.log``), bounded the same way ("Max retransmission duration exceeded",
+exit 2, when no server answers). Renewing restarts it as for IPv4: it
+confirms its address, or solicits anew on another network.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
@@ -45,6 +54,7 @@ from oslo_config import cfg
 
 from rescue_worker import atomic
 from rescue_worker.network import base
+from rescue_worker.network import ipv6 as net_ipv6
 from rescue_worker.network import leases
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +85,9 @@ STOP_TIMEOUT = 5.0
 #: seconds a bound dhclient's daemon gets to write its pid file
 DAEMON_TIMEOUT = 2.0
 
+#: seconds between two looks at whether to give up on dhclient
+GIVE_UP_POLL = 0.1
+
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
@@ -104,26 +117,34 @@ class DhclientBackend(base.DhcpBackend):
     name = 'dhclient'
 
     def __init__(self, state_dir: str, executable: str = EXECUTABLE,
-                 base_config: str = BASE_CONFIG) -> None:
+                 base_config: str = BASE_CONFIG, ipv6: bool = False,
+                 autoconf: net_ipv6.Autoconf | None = None) -> None:
         self.directory = os.path.join(state_dir, 'dhcp')
         self.executable = executable
         self.base_config = base_config
+        #: IPv6 beside IPv4 (None: IPv4 only)
+        self.autoconf = (autoconf or net_ipv6.Autoconf(self.directory)
+                         if ipv6 else None)
+        #: interface -> what went wrong with its IPv6, for the hint
+        self._ipv6_problems: dict[str, str] = {}
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> DhclientBackend:
-        return cls(conf.rescue_worker.state_dir)
+        return cls(conf.rescue_worker.state_dir, ipv6=conf.rescue_worker.ipv6)
 
     # -- files -----------------------------------------------------------
 
-    def paths(self, interface: str) -> Paths:
+    def paths(self, interface: str, family: int = 4) -> Paths:
         if not interface or '/' in interface or interface.startswith('.'):
             raise ValueError('invalid interface name %r' % interface)
-        stem = os.path.join(self.directory, 'dhclient-%s' % interface)
+        stem = os.path.join(self.directory, '%s-%s' % (
+            'dhclient' if family == 4 else 'dhclient6', interface))
         return Paths(pid=stem + '.pid', leases=stem + '.leases',
                      config=stem + '.conf', log=stem + '.log')
 
-    def _prepare(self, interface: str, timeout: int) -> Paths:
-        paths = self.paths(interface)
+    def _prepare(self, interface: str, timeout: int,
+                 family: int = 4) -> Paths:
+        paths = self.paths(interface, family)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         try:
             with open(self.base_config, encoding='utf-8') as f:
@@ -156,32 +177,49 @@ class DhclientBackend(base.DhcpBackend):
                 max_workers=len(interfaces),
                 thread_name_prefix='dhclient') as pool:
             statuses = pool.map(
-                lambda name: self._lease(program, name, timeout),
+                lambda name: self._configure_one(program, name, timeout),
                 interfaces)
             return dict(zip(interfaces, statuses, strict=True))
 
     def failure_hint(self, interfaces: Sequence[str], timeout: float) -> str:
-        return ('no DHCP server answered on %s within %s s; check that the '
+        text = ('no DHCP server answered on %s within %s s; check that the '
                 "rescuing network's DHCP server is running and that these "
                 "ports are on that network (dhclient's output: %s)" % (
                     ', '.join(interfaces), base.format_seconds(timeout),
                     self.paths('<interface>').log))
+        if self.autoconf is not None:
+            text += '; IPv6: %s' % net_ipv6.hint(interfaces,
+                                              self._ipv6_problems)
+        return text
 
     def renew(self, interface: str, timeout: float) -> str:
-        return self._lease(self._program(), interface, timeout)
+        return self._configure_one(self._program(), interface, timeout)
 
     def lease_server(self, interface: str) -> str | None:
+        """The IPv4 lease's server; for an interface with IPv6 only, the
+        DHCPv6 server (its DUID) or else the advertising router."""
         lease = leases.newest(self.paths(interface).leases, interface)
-        return lease.server if lease is not None else None
+        if lease is not None:
+            return lease.server
+        if self.autoconf is None:
+            return None
+        lease6 = leases.newest6(self.paths(interface, 6).leases, interface)
+        if lease6 is not None and lease6.server:
+            return lease6.server
+        return self.autoconf.recorded_router(interface)
 
     def stop(self, interface: str) -> None:
-        pid = self._daemon_pid(interface)
+        for family in (4, 6):
+            self._stop(interface, family)
+
+    def _stop(self, interface: str, family: int) -> None:
+        pid = self._daemon_pid(interface, family)
         if pid is None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            if _wait_gone(pid, STOP_TIMEOUT):
+            if base.wait_gone(pid, STOP_TIMEOUT):
                 return
         LOG.warning('dhclient (pid %d) on %s did not end', pid, interface)
 
@@ -189,33 +227,73 @@ class DhclientBackend(base.DhcpBackend):
         program = self._program()
         paths = self._prepare(interface, _whole_seconds(timeout))
         self._run(program, ['-r'], interface, paths, timeout + GRACE)
+        paths6 = self.paths(interface, 6)
+        if os.path.exists(paths6.leases):
+            paths6 = self._prepare(interface, _whole_seconds(timeout), 6)
+            self._run(program, ['-6', '-r'], interface, paths6,
+                      timeout + GRACE)
 
     # -- running dhclient --------------------------------------------------
 
-    def _lease(self, program: str, interface: str, timeout: float) -> str:
+    def _configure_one(self, program: str, interface: str,
+                       timeout: float) -> str:
+        status, outcome = net_ipv6.configure_interface(
+            interface, timeout,
+            lambda give_up: self._lease(program, interface, timeout,
+                                        give_up=give_up),
+            self.autoconf,
+            lambda name, seconds: self._lease6(program, name, seconds))
+        if outcome is not None:
+            if outcome.leased:
+                self._ipv6_problems.pop(interface, None)
+            else:
+                self._ipv6_problems[interface] = outcome.describe()
+        return status
+
+    def _lease6(self, program: str, interface: str,
+                timeout: float) -> tuple[str, str | None]:
+        status = self._lease(program, interface, timeout, family=6)
+        if status == base.LEASED:
+            return status, None
+        return status, 'no DHCPv6 server answered (see %s)' % (
+            self.paths(interface, 6).log)
+
+    def _lease(self, program: str, interface: str, timeout: float,
+               family: int = 4,
+               give_up: threading.Event | None = None) -> str:
         seconds = _whole_seconds(timeout)
         # A daemon from an earlier lease would go on beside the new one.
-        self.stop(interface)
-        paths = self._prepare(interface, seconds)
+        self._stop(interface, family)
+        paths = self._prepare(interface, seconds, family)
         bound = seconds + reboot_time(seconds) + GRACE
+        options = ['-1'] if family == 4 else ['-6', '-1']
+        name = 'dhclient' if family == 4 else 'dhclient -6'
         started = time.monotonic()
-        code = self._run(program, ['-1'], interface, paths, bound)
+        code = self._run(program, options, interface, paths, bound,
+                         give_up)
         elapsed = time.monotonic() - started
         if code == 0:
-            LOG.info('dhclient leased on %s in %.1f s', interface, elapsed)
-            self._wait_for_daemon(interface)
+            LOG.info('%s leased on %s in %.1f s', name, interface, elapsed)
+            self._wait_for_daemon(interface, family)
             return base.LEASED
-        if code is None:
-            LOG.warning('dhclient on %s was still running after %.0f s and '
-                        'was killed; see %s', interface, bound, paths.log)
+        if code is None and give_up is not None and give_up.is_set():
+            LOG.info('%s on %s given up after %.1f s', name, interface,
+                     elapsed)
+        elif code is None:
+            LOG.warning('%s on %s was still running after %.0f s and '
+                        'was killed; see %s', name, interface, bound,
+                        paths.log)
         else:
-            LOG.warning('dhclient got no lease on %s in %.1f s (exit code '
-                        '%d); see %s', interface, elapsed, code, paths.log)
+            LOG.warning('%s got no lease on %s in %.1f s (exit code '
+                        '%d); see %s', name, interface, elapsed, code,
+                        paths.log)
         return base.FAILED
 
     def _run(self, program: str, options: list[str], interface: str,
-             paths: Paths, bound: float) -> int | None:
-        """Run dhclient; its exit code, or None when killed at ``bound``."""
+             paths: Paths, bound: float,
+             give_up: threading.Event | None = None) -> int | None:
+        """Run dhclient; its exit code, or None when killed at ``bound``
+        or once ``give_up`` is set."""
         argv = [program, *options, '-v', '-pf', paths.pid, '-lf',
                 paths.leases, '-cf', paths.config, interface]
         with open(paths.log, 'ab') as log:
@@ -228,15 +306,23 @@ class DhclientBackend(base.DhcpBackend):
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                return process.wait(bound)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                return None
+            deadline = time.monotonic() + bound
+            while True:
+                remaining = deadline - time.monotonic()
+                if give_up is not None:
+                    remaining = min(remaining, GIVE_UP_POLL)
+                try:
+                    return process.wait(max(remaining, 0.0))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline or (
+                            give_up is not None and give_up.is_set()):
+                        break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return None
 
-    def _wait_for_daemon(self, interface: str) -> None:
+    def _wait_for_daemon(self, interface: str, family: int = 4) -> None:
         """Wait (bounded) until the daemon wrote its pid file.
 
         dhclient writes it in the background process after the foreground
@@ -244,17 +330,17 @@ class DhclientBackend(base.DhcpBackend):
         next ``stop`` or ``renew`` needs it to find the daemon.
         """
         deadline = time.monotonic() + DAEMON_TIMEOUT
-        while self._daemon_pid(interface) is None:
+        while self._daemon_pid(interface, family) is None:
             if time.monotonic() >= deadline:
                 LOG.warning('dhclient on %s wrote no pid file in %.0f s',
                             interface, DAEMON_TIMEOUT)
                 return
             time.sleep(0.02)
 
-    def _daemon_pid(self, interface: str) -> int | None:
+    def _daemon_pid(self, interface: str, family: int = 4) -> int | None:
         """The pid of the running dhclient that uses this interface's pid
         file; None when there is none (a stale pid is never trusted)."""
-        pid_file = self.paths(interface).pid
+        pid_file = self.paths(interface, family).pid
         try:
             with open(pid_file) as f:
                 pid = int(f.read().split()[0])
@@ -275,23 +361,3 @@ class DhclientBackend(base.DhcpBackend):
 
 def _whole_seconds(timeout: float) -> int:
     return max(1, math.ceil(timeout))
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` ended (or is a zombie); whether it did.
-
-    The daemon is no child of ours, so there is nothing to wait() on: its
-    /proc entry is polled.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open('/proc/%d/stat' % pid) as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state in ('Z', 'X'):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)

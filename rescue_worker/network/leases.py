@@ -3,7 +3,9 @@
 dhclient appends a ``lease { ... }`` block each time it binds (and when it
 releases: a copy whose ``expire`` is the time of release), and rewrites the
 file on start with the lease it is using last. So the last block of an
-interface is its newest lease.
+interface is its newest lease. ``dhclient -6`` does the same with
+``lease6 { ... }`` blocks, whose addresses (``iaaddr``) carry their start
+and lifetime instead.
 """
 
 from __future__ import annotations
@@ -139,6 +141,94 @@ def newest(path: str, interface: str,
     release, so after a release there is none.
     """
     candidates = [lease for lease in read(path)
+                  if lease.interface in (None, interface)]
+    if not candidates:
+        return None
+    lease = candidates[-1]
+    if lease.expired(time.time() if now is None else now):
+        return None
+    return lease
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease6:
+    interface: str | None
+    #: the ``iaaddr`` of its ``ia-na`` blocks
+    addresses: tuple[str, ...]
+    #: ``option dhcp6.server-id``: the DUID of the server that granted it
+    server: str | None
+    #: when the last of its addresses ends (``starts`` + ``max-life``);
+    #: None when the file does not say
+    expire: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.expire is not None and self.expire <= now
+
+
+def _number(words: list[str]) -> float | None:
+    try:
+        return float(words[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def parse6(text: str) -> list[Lease6]:
+    """Every ``lease6`` block of ``text``, in file order."""
+    found = []
+    for statement in _statements(_tokens(text)):
+        if not (isinstance(statement, tuple) and
+                statement[0] == ['lease6']):
+            continue
+        interface = server = None
+        addresses: list[str] = []
+        ends: list[float] = []
+        for inner in statement[1]:
+            if isinstance(inner, tuple):
+                words, nested = inner
+                if words and words[0] in ('ia-na', 'ia-ta'):
+                    _collect_addresses(nested, addresses, ends)
+                continue
+            if inner[0] == 'interface' and len(inner) > 1:
+                interface = _unquote(inner[1])
+            elif (inner[0] == 'option' and len(inner) > 2 and
+                  inner[1] == 'dhcp6.server-id'):
+                server = inner[2]
+        found.append(Lease6(interface=interface, addresses=tuple(addresses),
+                            server=server,
+                            expire=max(ends) if ends else None))
+    return found
+
+
+def _collect_addresses(statements: list, addresses: list[str],
+                       ends: list[float]) -> None:
+    for inner in statements:
+        if not (isinstance(inner, tuple) and len(inner[0]) > 1 and
+                inner[0][0] == 'iaaddr'):
+            continue
+        addresses.append(inner[0][1])
+        fields = {words[0]: words[1:] for words in inner[1]
+                  if not isinstance(words, tuple) and words}
+        starts = _number(fields.get('starts', []))
+        life = _number(fields.get('max-life', []))
+        if starts is not None and life is not None:
+            ends.append(starts + life)
+
+
+def read6(path: str) -> list[Lease6]:
+    """The DHCPv6 leases of the file at ``path``; none when it does not
+    exist."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return parse6(f.read())
+    except FileNotFoundError:
+        return []
+
+
+def newest6(path: str, interface: str,
+            now: float | None = None) -> Lease6 | None:
+    """The newest DHCPv6 lease of ``interface`` in the file, if not
+    expired."""
+    candidates = [lease for lease in read6(path)
                   if lease.interface in (None, interface)]
     if not candidates:
         return None

@@ -8,21 +8,31 @@ For each interface it writes ``<root_dir>/etc/systemd/network/
 
     [Network]
     DHCP=yes
+    IPv6AcceptRA=yes
 
-atomically, then has networkd pick the files up with ``networkctl reload``.
+atomically, then has networkd pick the files up with
+``[rescue_worker] networkd_reload_command`` (``networkctl reload``).
 networkd then leases (and renews) on its own, so the status is
 ``configured``, not ``leased``: the step does not wait for the lease.
+``DHCP=yes`` is DHCPv4 and DHCPv6 (the latter when a router advertisement
+asks for it); ``IPv6AcceptRA=yes`` takes router advertisements (SLAAC)
+even where the kernel forwards. With ``[rescue_worker] ipv6 = false`` the
+file says ``DHCP=ipv4`` and ``IPv6AcceptRA=no``.
+
+The files are the ones systemd-networkd accepts without a warning: the
+end-to-end tests have ``systemd-networkd`` itself parse them.
 
 The reload (and ``renew``, ``lease_server``) only happen on the live
-system: ``root_dir`` is ``/`` and ``networkctl`` is installed. Under any
-other ``root_dir`` (an image being prepared, tests) the files are all there
-is to do.
+system: ``root_dir`` is ``/`` and the command's program is installed.
+Under any other ``root_dir`` (an image being prepared, tests) the files are
+all there is to do.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -42,10 +52,11 @@ LEASES_DIR = '/run/systemd/netif/leases'
 COMMAND_TIMEOUT = 30.0
 
 
-def network_file_content(interface: str) -> str:
+def network_file_content(interface: str, ipv6: bool = True) -> str:
     return ('# Written by rescue-worker: DHCP on %s for the rescue.\n'
-            '[Match]\nName=%s\n\n[Network]\nDHCP=yes\n' % (interface,
-                                                            interface))
+            '[Match]\nName=%s\n\n[Network]\nDHCP=%s\nIPv6AcceptRA=%s\n' % (
+                interface, interface, 'yes' if ipv6 else 'ipv4',
+                'yes' if ipv6 else 'no'))
 
 
 class NetworkdBackend(base.DhcpBackend):
@@ -56,7 +67,8 @@ class NetworkdBackend(base.DhcpBackend):
     def __init__(self, root_dir: str, networkctl: str = NETWORKCTL,
                  leases_dir: str = LEASES_DIR,
                  sysfs: str = net_interfaces.SYSFS_NET,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, ipv6: bool = True,
+                 reload_command: Sequence[str] | None = None) -> None:
         self.root_dir = root_dir
         #: whether this is the running system; by default when root_dir
         #: is ``/``
@@ -65,11 +77,24 @@ class NetworkdBackend(base.DhcpBackend):
         self.networkctl = networkctl
         self.leases_dir = leases_dir
         self.sysfs = sysfs
+        self.ipv6 = ipv6
+        #: argv run after writing the files; empty: none
+        self.reload_command = (list(reload_command)
+                               if reload_command is not None
+                               else [networkctl, 'reload'])
         self._last_error: str | None = None
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> NetworkdBackend:
-        return cls(conf.rescue_worker.root_dir)
+        group = conf.rescue_worker
+        try:
+            command = shlex.split(group.networkd_reload_command or '')
+        except ValueError as exc:
+            raise base.BackendError(
+                '[rescue_worker] networkd_reload_command %r cannot be '
+                'split into words (%s)' % (
+                    group.networkd_reload_command, exc)) from exc
+        return cls(group.root_dir, ipv6=group.ipv6, reload_command=command)
 
     def network_file(self, interface: str) -> str:
         if not interface or '/' in interface or interface.startswith('.'):
@@ -97,17 +122,23 @@ class NetworkdBackend(base.DhcpBackend):
                 'could not write the systemd-networkd configuration in %s '
                 '(%s); check that the directory is writable' % (
                     directory, exc.strerror or exc)) from exc
-        program = self._networkctl()
-        if program is not None:
-            error = self._call(program, ['reload'], timeout)
-            if error is not None:
-                self._last_error = error
-                return dict.fromkeys(interfaces, base.FAILED)
+        if self.live and self.reload_command:
+            program = shutil.which(self.reload_command[0])
+            if program is None:
+                LOG.warning('%s is not installed: the .network files are '
+                            'written, systemd-networkd reads them when it '
+                            'starts', self.reload_command[0])
+            else:
+                error = self._call(program, self.reload_command[1:],
+                                   timeout)
+                if error is not None:
+                    self._last_error = error
+                    return dict.fromkeys(interfaces, base.FAILED)
         return dict.fromkeys(interfaces, base.CONFIGURED)
 
     def _write(self, interface: str) -> None:
         path = self.network_file(interface)
-        data = network_file_content(interface).encode()
+        data = network_file_content(interface, self.ipv6).encode()
         try:
             with open(path, 'rb') as f:
                 if f.read() == data:
@@ -116,9 +147,9 @@ class NetworkdBackend(base.DhcpBackend):
             pass
         atomic.write_atomically(path, data, mode=0o644)
 
-    def _call(self, program: str, args: list[str],
+    def _call(self, program: str, args: Sequence[str],
               timeout: float) -> str | None:
-        """Run networkctl; None when it worked, else what went wrong."""
+        """Run a command; None when it worked, else what went wrong."""
         argv = [program, *args]
         try:
             result = subprocess.run(argv, capture_output=True, text=True,

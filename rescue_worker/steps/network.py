@@ -12,13 +12,16 @@
    allows a NIC to negotiate its link), and never by more than
    ``dhcp_timeout``. An interface still without carrier is ``no_carrier``:
    a status, not a failure.
-3. The backend of ``dhcp_backend`` configures them (``dhclient``: a lease
-   now, interfaces in parallel, each bounded by ``dhcp_timeout``;
-   ``networkd``: persistent configuration and a reload).
+3. The backend of ``dhcp_backend`` configures them (``dhclient``,
+   ``udhcpc``: a lease now, interfaces in parallel, each bounded by
+   ``dhcp_timeout``, and with ``ipv6`` router advertisements and DHCPv6
+   beside it; ``networkd``: persistent configuration and a reload).
 4. Read the addresses back (IPv4, and global IPv6) and report every
    interface in ``state.interfaces``:
    ``{"name", "mac", "dhcp", "ipv4", "ipv6"}``, ``dhcp`` being one of
    ``leased``, ``configured``, ``no_carrier``, ``skipped``, ``failed``.
+   An interface with an IPv6 address only (DHCPv6 or SLAAC) is
+   ``leased`` too.
 
 The step fails (``network_failed``) only when no interface got a lease or
 a configuration; the message lists each interface with what happened and
@@ -28,6 +31,9 @@ what to check, and ``state.interfaces`` is filled all the same. With
 
 Worst case duration: about ``dhcp_timeout`` (plus a few seconds of
 dhclient's own), or the carrier bound plus that when a carrier comes late.
+IPv6 adds no more than that: on a network without IPv6 router an interface
+waits about 3 s for an advertisement beside its IPv4 lease, and on an
+IPv6-only network DHCPv4 is given up 5 s after the start.
 """
 
 from __future__ import annotations
@@ -79,7 +85,11 @@ class NetworkStep(pipeline.Step):
     def run(self, request: pipeline.RescueRequest,
             state: pipeline.RescueState) -> str:
         opts = self.conf.rescue_worker
-        backend = self.backend or base.get_backend(self.conf)
+        try:
+            backend = self.backend or base.get_backend(self.conf)
+        except base.BackendError as exc:
+            raise errors.RescueError(errors.NETWORK_FAILED,
+                                     str(exc)) from exc
         timeout = float(opts.dhcp_timeout)
         carrier_timeout = min(CARRIER_TIMEOUT, timeout)
 

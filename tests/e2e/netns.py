@@ -7,7 +7,8 @@ dnsmasq serving part of it on the server side, or a server side left down so
 that the node side has no carrier. Nothing touches the host's own
 interfaces, routes or resolver:
 
-- every address lives in 198.18.0.0/15 and only inside the lab's namespaces;
+- every address lives in 198.18.0.0/15 (IPv6: 2001:db8::/32, the
+  documentation prefix) and only inside the lab's namespaces;
 - ``/etc/netns/<ns>/resolv.conf`` is written before any command runs in a
   namespace, so a DHCP client there never writes the host's resolver
   (``ip netns exec`` bind-mounts it over ``/etc/resolv.conf``);
@@ -25,6 +26,12 @@ Typical use, from a fixture::
         lab.node.run(['dhclient', ...])
     finally:
         lab.close()
+
+IPv6: a link may carry a /64 of 2001:db8::/32 too (``add_link(...,
+subnet6=...)``), and its dnsmasq send router advertisements and serve
+DHCPv6 (``start_dhcp(..., ipv6='dhcpv6')``) or advertise the prefix for
+SLAAC only (``ipv6='slaac'``), with or without DHCPv4 (``ipv4=False``):
+``ipv6_network`` is the usual IPv6-only pair.
 
 The tenant network flip that a rescue ends with (the conductor moving the
 ports to the tenant network without a link flap) is ``switch_network``:
@@ -55,6 +62,7 @@ import socketserver
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from collections.abc import Sequence
 
@@ -62,11 +70,16 @@ import pytest
 
 #: the block every lab address comes from (RFC 2544 benchmarking range)
 LAB_BLOCK = ipaddress.ip_network('198.18.0.0/15')
+#: the block every lab IPv6 prefix comes from (RFC 3849 documentation)
+LAB_BLOCK6 = ipaddress.ip_network('2001:db8::/32')
 #: where host links take their /30 from (the host's side of the block)
 HOST_LINK_BLOCK = ipaddress.ip_network('198.19.252.0/22')
 #: the node sides of ``rescuing_network``
 RESCUING_LINKS = ('eth0', 'eth1')
 NO_CARRIER_LINK = 'eth2'
+#: the links of ``ipv6_network``: DHCPv6 (and RA) on one, SLAAC on the other
+DHCPV6_LINK = 'eth0'
+SLAAC_LINK = 'eth1'
 ETC_NETNS = '/etc/netns'
 COMMAND_TIMEOUT = 30.0
 DNSMASQ_READY_TIMEOUT = 10.0
@@ -196,6 +209,22 @@ class Namespace:
         return [line.split()[3].split('/')[0]
                 for line in out.splitlines() if line.strip()]
 
+    def ipv6_addresses(self, ifname: str, scope: str = 'global',
+                       *flags: str) -> list[str]:
+        """The IPv6 addresses of ``scope`` on ``ifname`` (and with
+        ``flags``, like ``tentative``), per ``ip -6 addr``, in its
+        order."""
+        out = self.run(['ip', '-6', '-o', 'addr', 'show', 'dev', ifname,
+                        'scope', scope, *flags]).stdout
+        return [str(ipaddress.ip_address(line.split()[3].split('/')[0]))
+                for line in out.splitlines() if line.strip()]
+
+    def link_local_ready(self, ifname: str) -> bool:
+        """Whether ``ifname``'s link-local address is past duplicate
+        address detection (routers advertise, clients solicit from it)."""
+        return bool(self.ipv6_addresses(ifname, 'link')) and not \
+            self.ipv6_addresses(ifname, 'link', 'tentative')
+
     def kill_all(self, timeout: float = STOP_TIMEOUT) -> None:
         """End every process in the namespace: TERM, then KILL."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -222,16 +251,31 @@ class Namespace:
 @dataclasses.dataclass
 class Link:
     """A veth pair: ``node_if`` in the node namespace, ``server_if`` in the
-    server one, and the subnet currently on it."""
+    server one, and the subnets currently on it."""
 
     node_if: str
     server_if: str
     subnet: ipaddress.IPv4Network
     carrier: bool = True
+    #: the IPv6 /64 on the link, if any
+    subnet6: ipaddress.IPv6Network | None = None
 
     @property
     def server_address(self) -> str:
         return str(self.subnet.network_address + 1)
+
+    @property
+    def server_address6(self) -> str | None:
+        if self.subnet6 is None:
+            return None
+        return str(self.subnet6.network_address + 1)
+
+    @property
+    def dhcp_range6(self) -> tuple[str, str]:
+        """The addresses a DHCPv6 server on the link leases."""
+        assert self.subnet6 is not None
+        base = self.subnet6.network_address
+        return str(base + 0x100), str(base + 0x1ff)
 
     @property
     def dhcp_range(self) -> tuple[str, str]:
@@ -246,10 +290,19 @@ class Link:
 
 
 class Dnsmasq:
-    """A dnsmasq serving DHCP on one link, as a managed subprocess."""
+    """A dnsmasq serving DHCP on one link, as a managed subprocess.
+
+    ``ipv4``: serve DHCPv4 on the link's subnet. ``ipv6``: send router
+    advertisements for the link's /64 and either serve DHCPv6 from it
+    (``'dhcpv6'``: the "managed" flag, no SLAAC) or leave addresses to
+    SLAAC (``'slaac'``: dnsmasq's ``ra-only``). ``options``: more
+    command-line options (``--dhcp-option=...``).
+    """
 
     def __init__(self, namespace: Namespace, link: Link, workdir: str,
-                 lease_time: str = '1h', authoritative: bool = True) -> None:
+                 lease_time: str = '1h', authoritative: bool = True,
+                 ipv4: bool = True, ipv6: str | None = None,
+                 options: Sequence[str] = ()) -> None:
         self.namespace = namespace
         self.link = link
         self.subnet = link.subnet
@@ -262,14 +315,38 @@ class Dnsmasq:
         self.argv = [
             'dnsmasq', '--no-daemon', '--conf-file=/dev/null',
             '--interface=%s' % link.server_if, '--bind-interfaces',
-            '--except-interface=lo',
-            '--dhcp-range=%s,%s,%s,%s' % (first, last, link.subnet.netmask,
-                                          lease_time),
+            '--except-interface=lo']
+        #: what dnsmasq logs once it serves each range
+        self.ready_texts = []
+        if ipv4:
+            self.argv.append('--dhcp-range=%s,%s,%s,%s' % (
+                first, last, link.subnet.netmask, lease_time))
+            self.ready_texts.append('DHCP, IP range')
+        if ipv6 is not None:
+            if link.subnet6 is None:
+                raise ValueError('%s has no IPv6 subnet' % link.node_if)
+            prefix = link.subnet6.network_address
+            self.argv.append('--enable-ra')
+            if ipv6 == 'dhcpv6':
+                first6, last6 = link.dhcp_range6
+                self.argv.append('--dhcp-range=%s,%s,64,%s' % (
+                    first6, last6, lease_time))
+                self.ready_texts.append('DHCPv6, IP range')
+            elif ipv6 == 'slaac':
+                self.argv.append('--dhcp-range=%s,ra-only,64,%s' % (
+                    prefix, lease_time))
+            else:
+                raise ValueError('ipv6 is dhcpv6 or slaac, not %r' % ipv6)
+            self.ready_texts.append('router advertisement on %s' % prefix)
+        if not self.ready_texts:
+            raise ValueError('dnsmasq would serve nothing')
+        self.argv += [
             '--dhcp-leasefile=%s' % self.lease_file,
             '--pid-file=%s' % self.pid_file,
             '--port=0', '--log-dhcp', '--log-facility=-',
             # No ping of a new address before offering it (3 s each).
             '--no-ping',
+            *options,
         ]
         if authoritative:
             self.argv.append('--dhcp-authoritative')
@@ -287,8 +364,8 @@ class Dnsmasq:
         self._reader.start()
         with self._cond:
             ready = self._cond.wait_for(
-                lambda: self._saw('DHCP, IP range') or self._ended(),
-                timeout)
+                lambda: all(self._saw(text) for text in self.ready_texts)
+                or self._ended(), timeout)
         if not ready or self._ended():
             self.stop()
             raise AssertionError('dnsmasq on %s did not start:\n%s' % (
@@ -423,9 +500,10 @@ class NetLab:
     # -- links --------------------------------------------------------------
 
     def add_link(self, node_if: str, subnet: str | None = None,
-                 carrier: bool = True) -> Link:
+                 carrier: bool = True, subnet6: str | None = None) -> Link:
         """A veth pair, ``node_if`` on the node side (down, as a NIC at
-        boot) and its server side up with the subnet's first address; with
+        boot) and its server side up with the subnet's first address (and
+        ``subnet6``'s, an IPv6 /64 of 2001:db8::/32); with
         ``carrier=False`` the server side stays down, so ``node_if`` never
         gets a carrier."""
         if node_if in self.links:
@@ -437,13 +515,24 @@ class NetLab:
             subnet or '198.18.%d.0/24' % (len(self.links) + 1))
         if not network.subnet_of(LAB_BLOCK):
             raise ValueError('%s is outside %s' % (network, LAB_BLOCK))
+        network6 = None
+        if subnet6 is not None:
+            network6 = ipaddress.ip_network(subnet6)
+            if not (network6.version == 6 and network6.prefixlen == 64 and
+                    network6.subnet_of(LAB_BLOCK6)):
+                raise ValueError('%s is no /64 of %s' % (network6,
+                                                         LAB_BLOCK6))
         _run(['ip', 'link', 'add', 'name', node_if, 'netns', self.node.name,
               'type', 'veth', 'peer', 'name', server_if, 'netns',
               self.server.name])
-        link = Link(node_if, server_if, network, carrier)
+        link = Link(node_if, server_if, network, carrier, network6)
         self.links[node_if] = link
         self.server.run(['ip', 'addr', 'add', '%s/%d' % (
             link.server_address, network.prefixlen), 'dev', server_if])
+        if network6 is not None:
+            self.server.run(['ip', '-6', 'addr', 'add', '%s/64' %
+                             link.server_address6, 'dev', server_if,
+                             'nodad'])
         if carrier:
             self.server.run(['ip', 'link', 'set', server_if, 'up'])
         return link
@@ -482,7 +571,7 @@ class NetLab:
         if not network.subnet_of(LAB_BLOCK):
             raise ValueError('%s is outside %s' % (network, LAB_BLOCK))
         self.stop_dhcp(node_if)
-        self.server.run(['ip', 'addr', 'flush', 'dev', link.server_if])
+        self.server.run(['ip', '-4', 'addr', 'flush', 'dev', link.server_if])
         link.subnet = network
         self.server.run(['ip', 'addr', 'add', '%s/%d' % (
             link.server_address, network.prefixlen), 'dev', link.server_if])
@@ -556,6 +645,31 @@ class NetLab:
             _run(['ip', 'link', 'delete', self.host_link.host_if],
                  check=False)
             self.host_link = None
+
+
+def node_url(lab: NetLab, url: str) -> str:
+    """``url`` (a broker on the host, like pifpaf's) as a process in the
+    node namespace reaches it: through ``forward`` over the host link."""
+    parsed = urllib.parse.urlsplit(url)
+    host, port = lab.forward(parsed.port or 5672, parsed.hostname)
+    credentials = parsed.netloc.rpartition('@')[0]
+    netloc = '%s%s:%d' % (credentials + '@' if credentials else '', host,
+                          port)
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+
+
+def ipv6_network(lab: NetLab) -> dict[str, Link]:
+    """Two IPv6-only links: on ``eth0`` (2001:db8:1::/64) dnsmasq
+    advertises the prefix with the "managed" flag and serves DHCPv6; on
+    ``eth1`` (2001:db8:2::/64) it advertises the prefix for SLAAC only. No
+    DHCPv4 anywhere."""
+    links = {}
+    for index, (node_if, mode) in enumerate(
+            ((DHCPV6_LINK, 'dhcpv6'), (SLAAC_LINK, 'slaac')), start=1):
+        links[node_if] = lab.add_link(node_if, '198.18.%d.0/24' % index,
+                                      subnet6='2001:db8:%d::/64' % index)
+        lab.start_dhcp(node_if, ipv4=False, ipv6=mode)
+    return links
 
 
 def rescuing_network(lab: NetLab) -> dict[str, Link]:

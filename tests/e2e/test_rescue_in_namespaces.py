@@ -8,14 +8,17 @@ oslo.messaging. After ``end`` the conductor's port move is played by
 replacing each link's dnsmasq with a tenant one serving another range, with
 no link flap: the worker's network keeper must pick that up, then exit.
 
-Needs root, ``ip``, ``dnsmasq``, ``dhclient`` and RabbitMQ (``tox -e
-e2e``); skipped otherwise, a failure under ``CI=true``.
+Every test runs once per DHCP backend that leases in a namespace:
+``dhclient`` (ISC, systemd-less Debian-like images) and ``udhcpc``
+(busybox, TinyIPA-like images).
+
+Needs root, ``ip``, ``dnsmasq``, ``dhclient``, ``udhcpc`` and RabbitMQ
+(``tox -e e2e``); skipped otherwise, a failure under ``CI=true``.
 """
 
 import os
 import signal
 import time
-import urllib.parse
 import uuid
 
 import pytest
@@ -34,19 +37,21 @@ STOPPED = 'rescue_worker.worker.stopped'
 DHCP_TIMEOUT = 8
 RENEW_INTERVAL = 2
 TENANT_SUBNETS = {'eth0': '198.19.1.0/24', 'eth1': '198.19.2.0/24'}
+LEASING_BACKENDS = ('dhclient', 'udhcpc')
+
+
+@pytest.fixture(params=LEASING_BACKENDS)
+def backend(request):
+    return request.param
 
 
 @pytest.fixture
-def lab(tmp_path):
-    netns.require()
+def lab(tmp_path, backend):
+    netns.require(('ip', 'dnsmasq', backend, 'unshare'))
     url = transport_url()
     lab = netns.NetLab(tmp_path / 'lab')
     try:
-        parsed = urllib.parse.urlsplit(url)
-        host, port = lab.forward(parsed.port or 5672, parsed.hostname)
-        netloc = '%s@%s:%d' % (parsed.netloc.rpartition('@')[0], host, port)
-        lab.node_url = urllib.parse.urlunsplit(parsed._replace(
-            netloc=netloc))
+        lab.node_url = netns.node_url(lab, url)
         netns.rescuing_network(lab)
         yield lab
     finally:
@@ -61,11 +66,11 @@ def bus():
 
 
 @pytest.fixture
-def node_worker(tmp_path, lab):
+def node_worker(tmp_path, lab, backend):
     workers = []
 
     def make(**options):
-        settings = dict(dhcp_backend='dhclient', dhcp_timeout=DHCP_TIMEOUT,
+        settings = dict(dhcp_backend=backend, dhcp_timeout=DHCP_TIMEOUT,
                         skip_interfaces='lo,mgmt*',
                         # veth MACs are generated; real NICs' are not
                         skip_generated_mac=False,

@@ -71,10 +71,16 @@ class FakeNode:
         self.netifaces.table[name][AF_INET] = [
             {'addr': a, 'netmask': '255.255.255.0'} for a in addresses]
 
+    def set_ipv6(self, name, *addresses):
+        self.netifaces.table[name][AF_INET6] = [
+            {'addr': a, 'netmask': 'ffff:ffff:ffff:ffff::/64'}
+            for a in addresses]
+
 
 class FakeBackend(base.DhcpBackend):
     """Records what it is asked; answers from ``results`` (name -> status,
-    default ``leased``), and gives a leased interface ``addresses``."""
+    default ``leased``), and gives a leased interface ``addresses`` (IPv4,
+    or IPv6 when it has a colon)."""
 
     name = 'fake'
 
@@ -97,7 +103,11 @@ class FakeBackend(base.DhcpBackend):
         for name in interfaces:
             statuses[name] = self.results.get(name, base.LEASED)
             if statuses[name] == base.LEASED and name in self.addresses:
-                self.node.set_ipv4(name, self.addresses[name])
+                address = self.addresses[name]
+                if ':' in address:
+                    self.node.set_ipv6(name, address)
+                else:
+                    self.node.set_ipv4(name, address)
         return statuses
 
     @property

@@ -8,6 +8,7 @@ from rescue_worker.network import base
 from rescue_worker.network import dhclient
 from rescue_worker.network import networkd
 from rescue_worker.network import noop
+from rescue_worker.network import udhcpc
 
 
 def make_conf(**overrides):
@@ -29,7 +30,8 @@ def test_every_choice_of_dhcp_backend_has_a_backend_of_that_name():
 @pytest.mark.parametrize('name, cls', [
     ('dhclient', dhclient.DhclientBackend),
     ('networkd', networkd.NetworkdBackend),
-    ('none', noop.NoopBackend)])
+    ('none', noop.NoopBackend),
+    ('udhcpc', udhcpc.UdhcpcBackend)])
 def test_get_backend_builds_the_configured_one(tmp_path, name, cls):
     conf = make_conf(dhcp_backend=name, root_dir=str(tmp_path),
                      state_dir=str(tmp_path / 'state'))

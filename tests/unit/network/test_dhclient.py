@@ -3,8 +3,9 @@
 A fake ``dhclient`` (a script in the test's directory) stands in for ISC
 dhclient: per interface it leases from a server (appending a lease block
 and going to the background as the real one does), gets nothing (exit 2)
-or hangs, as the plan of the test says. The real one is exercised by
-``tests/e2e``.
+or hangs, as the plan of the test says; run with ``-6`` it follows the
+plan of ``<interface>/6`` and writes ``lease6`` blocks. The real one is
+exercised by ``tests/e2e``.
 """
 
 import json
@@ -17,6 +18,7 @@ import pytest
 
 from rescue_worker.network import base
 from rescue_worker.network import dhclient
+from rescue_worker.network import ipv6
 
 FAKE_DHCLIENT = '''#!%(python)s
 import json, os, signal, sys, time
@@ -28,12 +30,23 @@ opts = {args[i]: args[i + 1] for i in range(len(args) - 1)
 with open(os.environ['FAKE_DHCLIENT_CALLS'], 'a') as f:
     f.write(json.dumps({'argv': args, 'pid': os.getpid(),
                         'config': open(opts['-cf']).read()}) + '\\n')
+family6 = '-6' in args
 with open(os.environ['FAKE_DHCLIENT_PLAN']) as f:
-    plan = json.load(f).get(iface, {})
+    plan = json.load(f).get(iface + ('/6' if family6 else ''), {})
 print('fake dhclient on', iface, flush=True)
 
 
 def lease(server, expire):
+    if family6:
+        with open(opts['-lf'], 'a') as f:
+            f.write('lease6 {\\n  interface "%%s";\\n  ia-na 1:2:3:4 {\\n'
+                    '    iaaddr %%s {\\n      starts %%d;\\n'
+                    '      max-life %%d;\\n    }\\n  }\\n'
+                    '  option dhcp6.server-id %%s;\\n}\\n' %% (
+                        iface, plan.get('address', '2001:db8:1::100'),
+                        time.time(), 3600 if expire == 'never' else 0,
+                        server))
+        return
     with open(opts['-lf'], 'a') as f:
         f.write('lease {\\n  interface "%%s";\\n  fixed-address %%s;\\n'
                 '  option dhcp-server-identifier %%s;\\n  expire %%s;\\n}\\n'
@@ -364,3 +377,134 @@ def test_the_backend_comes_from_the_state_dir_of_the_configuration(
     assert isinstance(backend, dhclient.DhclientBackend)
     assert backend.paths('eth0').pid == str(
         tmp_path / 'dhcp' / 'dhclient-eth0.pid')
+
+
+# -- IPv6 ---------------------------------------------------------------------
+
+class StubAutoconf:
+    """What router advertisements came to, without any: a managed RA runs
+    the backend's DHCPv6 client; otherwise ``addresses`` came by SLAAC."""
+
+    def __init__(self, managed=True, addresses=('2001:db8:1::100',),
+                 router='fe80::1'):
+        self.managed = managed
+        self.addresses = list(addresses)
+        self.router = router
+        self.runs = []
+
+    def run(self, interface, timeout, progress, dhcpv6):
+        self.runs.append(interface)
+        outcome = ipv6.Outcome(advertisement=ipv6.RouterAdvertisement(
+            router=self.router, managed=self.managed, other=False,
+            router_lifetime=1800))
+        if self.managed:
+            outcome.dhcpv6, outcome.problem = dhcpv6(interface, timeout)
+            if outcome.dhcpv6 == base.LEASED:
+                outcome.addresses = self.addresses
+        else:
+            outcome.addresses = self.addresses
+        return outcome
+
+    def recorded_router(self, interface):
+        return self.router
+
+
+def ipv6_backend(tmp_path, fake, image_config, autoconf):
+    return dhclient.DhclientBackend(str(tmp_path / 'state'),
+                                    executable=fake.program,
+                                    base_config=image_config, ipv6=True,
+                                    autoconf=autoconf)
+
+
+def test_a_managed_network_runs_dhclient_6_on_files_of_its_own(
+        tmp_path, fake, image_config, monkeypatch):
+    monkeypatch.setattr(ipv6, 'IPV4_GRACE', 0.1)
+    backend = ipv6_backend(tmp_path, fake, image_config, StubAutoconf())
+    fake.plan({'eth0/6': {'server': '0:1:0:1:aa:bb'}})
+
+    try:
+        statuses = backend.configure(['eth0'], 2)
+
+        # IPv6 only (no DHCPv4 server): leased all the same.
+        assert statuses == {'eth0': 'leased'}
+        directory = str(tmp_path / 'state' / 'dhcp')
+        [v6] = [c for c in fake.calls() if '-6' in c['argv']]
+        assert v6['argv'] == [
+            '-6', '-1', '-v', '-pf', directory + '/dhclient6-eth0.pid',
+            '-lf', directory + '/dhclient6-eth0.leases',
+            '-cf', directory + '/dhclient6-eth0.conf', 'eth0']
+        assert alive(backend._daemon_pid('eth0', 6))
+        # The keeper: with no IPv4 lease, the DHCPv6 server's DUID.
+        assert backend.lease_server('eth0') == '0:1:0:1:aa:bb'
+    finally:
+        backend.stop('eth0')
+    assert backend._daemon_pid('eth0', 6) is None
+
+
+def test_dhcpv4_is_given_up_once_ipv6_is_there(tmp_path, fake,
+                                               image_config, monkeypatch):
+    monkeypatch.setattr(ipv6, 'IPV4_GRACE', 0.2)
+    backend = ipv6_backend(tmp_path, fake, image_config,
+                           StubAutoconf(managed=False))
+    fake.plan({'eth0': {'hang': True}})
+    started = time.monotonic()
+
+    assert backend.configure(['eth0'], 20) == {'eth0': 'leased'}
+
+    assert time.monotonic() - started < 5
+    [v4] = fake.calls()
+    assert not alive(v4['pid'])
+
+
+def test_ipv4_and_ipv6_both(tmp_path, fake, image_config):
+    backend = ipv6_backend(tmp_path, fake, image_config, StubAutoconf())
+    fake.plan({'eth0': {'server': '198.18.1.1'},
+               'eth0/6': {'server': '0:1:0:1:aa:bb'}})
+
+    try:
+        assert backend.configure(['eth0'], 5) == {'eth0': 'leased'}
+        # The IPv4 server comes first for the keeper.
+        assert backend.lease_server('eth0') == '198.18.1.1'
+        assert backend.renew('eth0', 5) == 'leased'
+        assert len([c for c in fake.calls() if '-6' in c['argv']]) == 2
+    finally:
+        backend.stop('eth0')
+
+
+def test_slaac_only_the_keeper_sees_the_router(tmp_path, fake,
+                                               image_config, monkeypatch):
+    monkeypatch.setattr(ipv6, 'IPV4_GRACE', 0.1)
+    backend = ipv6_backend(tmp_path, fake, image_config,
+                           StubAutoconf(managed=False, router='fe80::7'))
+
+    assert backend.configure(['eth0'], 1) == {'eth0': 'leased'}
+    assert backend.lease_server('eth0') == 'fe80::7'
+    assert [c for c in fake.calls() if '-6' in c['argv']] == []
+
+
+def test_the_failure_hint_says_what_ipv6_came_to(tmp_path, fake,
+                                                 image_config):
+    backend = ipv6_backend(tmp_path, fake, image_config,
+                           StubAutoconf(managed=True))
+
+    assert backend.configure(['eth0'], 1) == {'eth0': 'failed'}
+
+    hint = backend.failure_hint(['eth0'], 1)
+    assert hint.endswith(
+        '; IPv6: eth0: router fe80::1, managed (DHCPv6), DHCPv6 failed: no '
+        'address (no DHCPv6 server answered (see %s/state/dhcp/'
+        'dhclient6-eth0.log))' % tmp_path)
+
+
+def test_ipv6_follows_the_configuration(tmp_path):
+    from oslo_config import cfg
+
+    from rescue_worker import conf as rw_conf
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+    conf.set_override('state_dir', str(tmp_path), group=rw_conf.GROUP)
+
+    assert isinstance(dhclient.DhclientBackend.from_conf(conf).autoconf,
+                      ipv6.Autoconf)
+    conf.set_override('ipv6', False, group=rw_conf.GROUP)
+    assert dhclient.DhclientBackend.from_conf(conf).autoconf is None

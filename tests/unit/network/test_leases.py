@@ -108,3 +108,61 @@ def test_a_truncated_file_yields_what_it_has(lease_file):
 
     assert (lease.interface, lease.server) == ('eth0', '198.18.1.1')
     assert lease.expire is None
+
+
+# -- dhclient -6 -------------------------------------------------------------
+
+LEASE6 = '''\
+default-duid "\\000\\001\\000\\0012\\232K\\245Jf\\027\\316\\013\\030";
+lease6 {
+  interface "%(interface)s";
+  ia-na 17:ce:0b:18 {
+    starts 1795657511;
+    renew 1800;
+    rebind 3150;
+    iaaddr %(address)s {
+      starts 1795657511;
+      preferred-life 3600;
+      max-life %(life)s;
+    }
+  }
+  option dhcp6.client-id 0:1:0:1:32:9a:4b:a5:4a:66:17:ce:b:18;
+  option dhcp6.server-id %(server)s;
+  option dhcp6.status-code success "success";
+}
+'''
+STARTS6 = 1795657511
+
+
+def block6(interface='eth0', address='2001:db8:1::1fc',
+           server='0:1:0:1:32:9a:4b:a0:8a:5c:a8:3e:36:d1', life=3600):
+    return LEASE6 % {'interface': interface, 'address': address,
+                     'server': server, 'life': life}
+
+
+def test_a_dhcpv6_lease_as_dhclient_6_writes_it():
+    [lease] = leases.parse6(block6())
+
+    assert lease == leases.Lease6(
+        interface='eth0', addresses=('2001:db8:1::1fc',),
+        server='0:1:0:1:32:9a:4b:a0:8a:5c:a8:3e:36:d1',
+        expire=STARTS6 + 3600.0)
+    # IPv4 blocks only for parse(), IPv6 ones only for parse6().
+    assert leases.parse(block6()) == []
+    assert leases.parse6(block('eth0', '198.18.1.100', '198.18.1.1')) == []
+
+
+def test_the_newest_unexpired_dhcpv6_lease_counts(lease_file):
+    path = lease_file(block6(server='0:1:old'), block6(interface='eth1'),
+                      block6(server='0:1:new'))
+
+    assert leases.newest6(path, 'eth0', STARTS6 + 10).server == '0:1:new'
+    assert leases.newest6(path, 'eth0', STARTS6 + 4000) is None
+    assert leases.newest6(path, 'eth2', STARTS6) is None
+
+
+def test_a_released_dhcpv6_lease_is_no_lease(lease_file):
+    path = lease_file(block6(), block6(life=0))
+
+    assert leases.newest6(path, 'eth0', STARTS6 + 1) is None
+    assert leases.read6(path + '.none') == []

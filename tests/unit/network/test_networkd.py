@@ -1,12 +1,16 @@
 """The networkd backend: one ``.network`` file per interface under
-``root_dir``, then ``networkctl reload`` on the live system only."""
+``root_dir``, then the reload command (``networkctl reload``) on the live
+system only. That systemd-networkd itself accepts the files is
+``tests/e2e/test_network_step.py``'s to show."""
 
 import os
 import stat
 import sys
 
 import pytest
+from oslo_config import cfg
 
+from rescue_worker import conf as rw_conf
 from rescue_worker.network import base
 from rescue_worker.network import networkd
 
@@ -15,7 +19,8 @@ EXPECTED_ETH0 = ('# Written by rescue-worker: DHCP on eth0 for the rescue.\n'
                  'Name=eth0\n'
                  '\n'
                  '[Network]\n'
-                 'DHCP=yes\n')
+                 'DHCP=yes\n'
+                 'IPv6AcceptRA=yes\n')
 
 FAKE_NETWORKCTL = '''#!%(python)s
 import os, sys
@@ -199,3 +204,67 @@ def test_lease_server_is_read_from_networkds_lease_of_the_interface(
 def test_an_interface_name_that_is_no_file_name_is_refused(root, name):
     with pytest.raises(ValueError):
         networkd.NetworkdBackend(str(root)).network_file(name)
+
+
+def test_without_ipv6_the_file_asks_for_dhcpv4_only(root):
+    backend = networkd.NetworkdBackend(str(root), ipv6=False)
+
+    backend.configure(['eth0'], 30)
+
+    assert (network_dir(root) / '50-rescue-eth0.network').read_text() == (
+        EXPECTED_ETH0.replace('DHCP=yes', 'DHCP=ipv4').replace(
+            'IPv6AcceptRA=yes', 'IPv6AcceptRA=no'))
+
+
+def test_the_reload_command_is_configurable(root, networkctl):
+    backend = networkd.NetworkdBackend(
+        str(root), live=True,
+        reload_command=[networkctl.path, 'reload', '--now'])
+
+    assert backend.configure(['eth0'], 30) == {'eth0': 'configured'}
+    assert networkctl.calls() == ['reload --now']
+
+
+def test_an_empty_reload_command_only_writes_the_files(root, networkctl):
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=True, reload_command=[])
+
+    assert backend.configure(['eth0'], 30) == {'eth0': 'configured'}
+    assert networkctl.calls() == []
+    assert (network_dir(root) / '50-rescue-eth0.network').exists()
+
+
+def make_conf(**options):
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+    for name, value in options.items():
+        conf.set_override(name, value, group=rw_conf.GROUP)
+    return conf
+
+
+def test_from_conf_splits_the_reload_command_like_a_shell():
+    backend = networkd.NetworkdBackend.from_conf(make_conf(
+        root_dir='/tmp/image', ipv6=False,
+        networkd_reload_command="systemctl restart 'systemd-networkd'"))
+
+    assert backend.reload_command == ['systemctl', 'restart',
+                                      'systemd-networkd']
+    assert backend.ipv6 is False
+    assert backend.root_dir == '/tmp/image'
+
+
+def test_from_conf_defaults():
+    backend = networkd.NetworkdBackend.from_conf(make_conf())
+
+    assert backend.reload_command == ['networkctl', 'reload']
+    assert backend.ipv6 is True
+    assert networkd.NetworkdBackend.from_conf(make_conf(
+        networkd_reload_command='')).reload_command == []
+
+
+def test_a_reload_command_that_cannot_be_split_is_a_backend_error():
+    with pytest.raises(base.BackendError) as info:
+        networkd.NetworkdBackend.from_conf(make_conf(
+            networkd_reload_command='networkctl "reload'))
+
+    assert 'networkd_reload_command' in str(info.value)

@@ -154,6 +154,21 @@ def test_only_global_ipv6_addresses_are_reported(conf, node, links, tmp_path):
     assert by_name(state)['eth2']['ipv6'] == ['2001:db8::5', 'fd00::7']
 
 
+def test_an_interface_with_only_an_ipv6_address_counts_as_leased(
+        conf, node, links):
+    # What the dhclient and udhcpc backends report for an IPv6-only
+    # network: leased, no IPv4.
+    backend = fakes.FakeBackend(node, addresses={'eth0': '2001:db8:2::5'},
+                                results={'eth1': base.FAILED})
+
+    state, detail = run(make_step(conf, node, links, backend))
+
+    assert by_name(state)['eth0'] == {
+        'name': 'eth0', 'mac': MAC0, 'dhcp': 'leased', 'ipv4': [],
+        'ipv6': ['2001:db8:2::5']}
+    assert detail.startswith('eth0 leased, eth1 failed')
+
+
 # -- skip rules ------------------------------------------------------------
 
 def test_interfaces_skipped_by_name_are_left_alone_and_not_reported(
@@ -448,3 +463,14 @@ def test_backend_networkd_writes_a_network_file_per_interface(
     assert [(e['name'], e['dhcp']) for e in state.interfaces] == [
         ('eth0', 'configured'), ('eth1', 'configured'),
         ('eth2', 'no_carrier')]
+
+
+def test_a_backend_that_cannot_be_built_fails_the_step_with_its_message(
+        conf, node, links):
+    configure(conf, dhcp_backend='networkd',
+              networkd_reload_command='networkctl "reload')
+
+    _, error = failure(make_step(conf, node, links, None))
+
+    assert error.code == errors.NETWORK_FAILED
+    assert 'networkd_reload_command' in str(error)
