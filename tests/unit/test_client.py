@@ -94,6 +94,8 @@ def test_a_lost_cast_is_cast_again_and_runs_once(worker, client, waiter):
         # third, which the worker's journal then answers as a replay.
         assert outcome.casts >= 2
         assert len(worker.lost_casts) == 1
+        # This capture listens apart from the waiter: let it catch up.
+        events.wait_for(notify.EVENT_END, request_id=request_id)
         assert len(events.matching(notify.EVENT_START, request_id)) == 1
 
 
