@@ -42,15 +42,21 @@ NOT_LISTENING = 'not_listening'
 
 
 class WorkerNotListening(Exception):
-    """No worker consumes the node's queue: not booted yet, or already
-    locked down after a rescue."""
+    """No worker consumes the node's queue: not booted yet, already locked
+    down after a rescue, or (transient queues) not reconnected yet after a
+    broker restart.
 
-    def __init__(self, node_id: str) -> None:
+    ``request_id`` names the request the client keeps: hand it to
+    ``CompletionWaiter.wait`` with the client and it is cast again.
+    """
+
+    def __init__(self, node_id: str, request_id: str | None = None) -> None:
         super().__init__(
             'no rescue worker is listening for node %s (its queue does not '
             'exist): wait for its worker.ready notification, or check that '
             'the node booted the rescue ramdisk' % node_id)
         self.node_id = node_id
+        self.request_id = request_id
 
 
 @dataclasses.dataclass
@@ -131,7 +137,8 @@ class RescueWorkerClient:
         crosses the broker. The request id comes from ``request_id``, the
         context's ``request_id`` or a new ``req-<uuid>``.
 
-        :raises WorkerNotListening: the node's queue does not exist.
+        :raises WorkerNotListening: the node's queue does not exist; the
+            request is kept for re-casting (``exc.request_id``).
         :raises RescueError: the password cannot be hashed
             (``invalid_password``).
         """
@@ -172,7 +179,7 @@ class RescueWorkerClient:
             self._client(sent.node_id).cast(sent.ctxt, 'finalize_rescue',
                                             **sent.kwargs)
         except oslo_messaging.MessageUndeliverable:
-            raise WorkerNotListening(sent.node_id) from None
+            raise WorkerNotListening(sent.node_id, request_id) from None
 
     def get_status(self, node_id: str, agent_token: str | None = None
                    ) -> dict:
@@ -253,8 +260,12 @@ class CompletionWaiter:
 
         With ``client``, a request whose ``start`` has not come within
         ``start_timeout`` of its last cast is cast again, up to
-        ``max_casts`` casts in all. Returns every request's ``Outcome``;
-        those still open at ``timeout`` are ``TIMED_OUT``.
+        ``max_casts`` casts in all. A re-cast that finds no queue is
+        tried again like a lost one (after a broker restart a worker
+        re-declares its queue only when it reconnects); if the last cast
+        finds none the request is ``NOT_LISTENING``. Returns every
+        request's ``Outcome``; those still open at ``timeout`` are
+        ``TIMED_OUT``.
         """
         pending = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + timeout
@@ -279,7 +290,8 @@ class CompletionWaiter:
                         try:
                             client.recast(rid)
                         except WorkerNotListening:
-                            unreachable.add(rid)
+                            if client.casts(rid) >= max_casts:
+                                unreachable.add(rid)
                         finally:
                             self._cond.acquire()
                         last_cast[rid] = time.monotonic()

@@ -170,11 +170,15 @@ class RescueEndpoint:
         with self._run_lock:
             for record in self._journal.unfinished():
                 if record.ended:
+                    # The end may have gone out just before the crash:
+                    # nothing is re-run, so this is a replay, and a
+                    # conductor counting first runs never counts two.
                     LOG.info('Request %s ended before a restart but its '
-                             'outcome was not published; publishing it',
-                             record.request_id)
-                    self._publish_outcome(record.outcome)
-                    outcomes.append(record.outcome)
+                             'outcome may not have been published; '
+                             'publishing it again', record.request_id)
+                    data = dict(record.outcome, replayed=True)
+                    self._publish_outcome(data)
+                    outcomes.append(data)
                     continue
                 if record.request is None:
                     # Scrubbed at a lockdown that this start ignores.

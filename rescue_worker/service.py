@@ -51,6 +51,10 @@ class RescueWorker:
         group = conf.rescue_worker
         self.node_id = group.node_id
         self.marker = lockdown.LockdownMarker(group.state_dir)
+        if self.marker.exists():
+            # A crash between the marker and the end of the scrub left
+            # secrets behind: finish the scrub, then refuse to serve.
+            self._scrub_safely(lambda: rw_journal.Journal(group.state_dir))
         self.marker.check()
         self.token_check = agent_token.TokenCheck(
             agent_token.load_token(conf, cmdline_path))
@@ -92,6 +96,16 @@ class RescueWorker:
         recovered = self.endpoint.recover()
         if recovered:
             LOG.info('Recovered %d interrupted request(s)', len(recovered))
+        last = self.journal.last()
+        if (not self._stop_requested.is_set() and last is not None
+                and last.ended and last.outcome.get('error') is None
+                and self.conf.rescue_worker.exit_after_rescue):
+            # The node was rescued but the process died before its
+            # lockdown was complete (no marker yet): lock down now rather
+            # than serve a node the tenant already owns.
+            LOG.warning('Request %s rescued this node before a restart; '
+                        'completing the lockdown', last.request_id)
+            self._rescued(last.outcome)
         if self._stop_requested.is_set():
             return
         self.server = rpc.get_server(self.conf, self.rpc_transport,
@@ -136,8 +150,6 @@ class RescueWorker:
         rescued = self.stop_reason == STOP_RESCUED
         self.notifications.stopped(self._worker_data(
             'rescued' if rescued else 'stopped', reason=self.stop_reason))
-        if rescued:
-            self._scrub()
         for transport in self._owned_transports:
             transport.cleanup()
         self.stopped.set()
@@ -178,6 +190,11 @@ class RescueWorker:
         # The marker first: if the process dies from here on, it never
         # serves again.
         self.marker.write(outcome['request_id'])
+        # Then the scrub, at once: not after the server drained and
+        # worker.stopped went out, which takes seconds (minutes with the
+        # broker away) during which a crash left the secrets on disk for
+        # good.
+        self._scrub_safely(lambda: self.journal)
         self.leased_interfaces = [entry['name']
                                   for entry in outcome.get('interfaces', [])
                                   if entry.get('dhcp') == net_base.LEASED]
@@ -198,8 +215,17 @@ class RescueWorker:
                              if name.endswith('.conf'))
         return paths
 
-    def _scrub(self) -> None:
-        scrubbed = self.journal.scrub()
+    def _scrub_safely(self, journal) -> None:
+        """Scrub; a failure is logged, never raised: lockdown goes on."""
+        try:
+            scrubbed = journal().scrub()
+        except (OSError, ValueError) as exc:
+            scrubbed = 0
+            LOG.error('Lockdown could not scrub the journal in %s (%s); '
+                      'remove it by hand before handing the node to the '
+                      'tenant.', self.conf.rescue_worker.state_dir,
+                      type(exc).__name__)
+        # scrub_files logs each file it cannot remove.
         removed = lockdown.scrub_files(self.scrub_paths())
         LOG.info('Lockdown: removed %s; dropped the request data of %d '
                  'journal record(s)', ', '.join(removed) or 'no files',
