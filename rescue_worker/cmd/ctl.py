@@ -192,7 +192,15 @@ def run_finalize(client: rw_client.RescueWorkerClient,
             request_ids[client.finalize_rescue(
                 {}, node_id, password, agent_token=token,
                 hashed=True)] = node_id
-        except rw_client.WorkerNotListening:
+        except rw_client.WorkerNotListening as exc:
+            if waiter is not None:
+                # Not booted yet, or not reconnected after a broker
+                # restart: the waiter casts it again like a lost cast.
+                request_ids[exc.request_id] = node_id
+                print('%s: no worker listening yet; casting again in %.0f s'
+                      % (node_id, start_timeout), file=sys.stderr,
+                      flush=True)
+                continue
             refused.append(rw_client.Outcome(
                 '-', node_id, rw_client.NOT_LISTENING, casts=1))
             if progress:
@@ -418,8 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='wait for every outcome and print a table')
     p.add_argument('--timeout', type=float, default=300.0)
     p.add_argument('--start-timeout', type=float, default=30.0,
-                   help='re-cast a request with no start notification '
-                        'after this many seconds')
+                   help='with --wait, cast a request again when no start '
+                        'notification came (or no worker listened) within '
+                        'this many seconds; 3 casts in all')
     p.set_defaults(func=cmd_finalize)
 
     p = sub.add_parser('status', help="show a worker's state",

@@ -7,6 +7,7 @@ import sys
 import uuid
 
 from tests.functional.conftest import transport_url
+from tests.functional.conftest import wait_ready
 
 CTL = os.path.join(os.path.dirname(sys.executable), 'rescue-worker-ctl')
 
@@ -55,3 +56,39 @@ def test_watch_json_prints_a_rescue_as_it_happens(bus, started_worker,
                            'rescue_worker.worker.stopped']
     assert all(line['data']['node_id'] == worker.node_id for line in lines)
     assert password not in out
+
+
+def test_finalize_wait_rescues_a_node_that_boots_after_the_cast(
+        bus, make_worker, secrets_used, tmp_path):
+    # The conductor often casts while the ramdisk still boots: the node's
+    # queue does not exist yet. With --wait that is a lost cast, cast
+    # again, not a failure.
+    worker = make_worker()
+    password_file = tmp_path / 'password'
+    password = 'booting %s' % uuid.uuid4()
+    secrets_used.append(password)
+    password_file.write_text(password)
+    ctl = subprocess.Popen(
+        [CTL, 'finalize', worker.node_id, '--token-file', worker.token_file,
+         '--password-file', str(password_file), '--wait',
+         '--start-timeout', '3', '--timeout', '150',
+         '--transport-url', transport_url()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        assert 'no worker listening yet' in ctl.stderr.readline()
+        worker.start()
+        wait_ready(bus, worker)
+        out, err = ctl.communicate(timeout=180)
+    finally:
+        ctl.kill()
+
+    assert ctl.returncode == 0, out + err
+    [row] = [line.split() for line in out.splitlines()
+             if line.startswith(worker.node_id)]
+    assert row[1] == 'end'
+    assert int(row[3]) >= 2  # the first cast found no queue
+    assert '1 of 1 nodes rescued' in out
+    [end] = bus.wait_for('rescue_worker.finalize_rescue.end',
+                       node_id=worker.node_id)
+    assert end['replayed'] is False
