@@ -42,18 +42,16 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
-from concurrent import futures
 
 from oslo_config import cfg
 
 from rescue_worker import atomic
 from rescue_worker.network import base
+from rescue_worker.network import dhcp_client
 from rescue_worker.network import ipv6 as net_ipv6
 from rescue_worker.network import leases
 
@@ -111,22 +109,18 @@ def dhclient_config(base_config: str, timeout: int) -> str:
             (base_config.rstrip('\n'), timeout, reboot_time(timeout)))
 
 
-class DhclientBackend(base.DhcpBackend):
+class DhclientBackend(dhcp_client.DhcpClientBackend):
     """Lease now with ISC dhclient, interfaces in parallel."""
 
     name = 'dhclient'
+    install_hint = 'ISC dhclient (Debian: isc-dhcp-client)'
 
     def __init__(self, state_dir: str, executable: str = EXECUTABLE,
                  base_config: str = BASE_CONFIG, ipv6: bool = False,
                  autoconf: net_ipv6.Autoconf | None = None) -> None:
-        self.directory = os.path.join(state_dir, 'dhcp')
+        super().__init__(state_dir, ipv6, autoconf)
         self.executable = executable
         self.base_config = base_config
-        #: IPv6 beside IPv4 (None: IPv4 only)
-        self.autoconf = (autoconf or net_ipv6.Autoconf(self.directory)
-                         if ipv6 else None)
-        #: interface -> what went wrong with its IPv6, for the hint
-        self._ipv6_problems: dict[str, str] = {}
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> DhclientBackend:
@@ -156,44 +150,7 @@ class DhclientBackend(base.DhcpBackend):
             mode=0o644)
         return paths
 
-    def _program(self) -> str:
-        program = shutil.which(self.executable)
-        if program is None:
-            raise base.BackendError(
-                '%s is not installed (dhcp_backend = dhclient): install '
-                'ISC dhclient (Debian: isc-dhcp-client) in the rescue '
-                'image, or choose another [rescue_worker] dhcp_backend' %
-                self.executable)
-        return program
-
     # -- the backend interface -------------------------------------------
-
-    def configure(self, interfaces: Sequence[str],
-                  timeout: float) -> dict[str, str]:
-        program = self._program()
-        if not interfaces:
-            return {}
-        with futures.ThreadPoolExecutor(
-                max_workers=len(interfaces),
-                thread_name_prefix='dhclient') as pool:
-            statuses = pool.map(
-                lambda name: self._configure_one(program, name, timeout),
-                interfaces)
-            return dict(zip(interfaces, statuses, strict=True))
-
-    def failure_hint(self, interfaces: Sequence[str], timeout: float) -> str:
-        text = ('no DHCP server answered on %s within %s s; check that the '
-                "rescuing network's DHCP server is running and that these "
-                "ports are on that network (dhclient's output: %s)" % (
-                    ', '.join(interfaces), base.format_seconds(timeout),
-                    self.paths('<interface>').log))
-        if self.autoconf is not None:
-            text += '; IPv6: %s' % net_ipv6.hint(interfaces,
-                                              self._ipv6_problems)
-        return text
-
-    def renew(self, interface: str, timeout: float) -> str:
-        return self._configure_one(self._program(), interface, timeout)
 
     def lease_server(self, interface: str) -> str | None:
         """The IPv4 lease's server; for an interface with IPv6 only, the
@@ -235,32 +192,10 @@ class DhclientBackend(base.DhcpBackend):
 
     # -- running dhclient --------------------------------------------------
 
-    def _configure_one(self, program: str, interface: str,
-                       timeout: float) -> str:
-        status, outcome = net_ipv6.configure_interface(
-            interface, timeout,
-            lambda give_up: self._lease(program, interface, timeout,
-                                        give_up=give_up),
-            self.autoconf,
-            lambda name, seconds: self._lease6(program, name, seconds))
-        if outcome is not None:
-            if outcome.leased:
-                self._ipv6_problems.pop(interface, None)
-            else:
-                self._ipv6_problems[interface] = outcome.describe()
-        return status
-
-    def _lease6(self, program: str, interface: str,
-                timeout: float) -> tuple[str, str | None]:
-        status = self._lease(program, interface, timeout, family=6)
-        if status == base.LEASED:
-            return status, None
-        return status, 'no DHCPv6 server answered (see %s)' % (
-            self.paths(interface, 6).log)
-
     def _lease(self, program: str, interface: str, timeout: float,
-               family: int = 4,
+               family: int, renew: bool,
                give_up: threading.Event | None = None) -> str:
+        # A renewal is a new lease: dhclient -1 asks its old server first.
         seconds = _whole_seconds(timeout)
         # A daemon from an earlier lease would go on beside the new one.
         self._stop(interface, family)

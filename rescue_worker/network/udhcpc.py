@@ -49,12 +49,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from concurrent import futures
 
 from oslo_config import cfg
 
 from rescue_worker import atomic
 from rescue_worker.network import base
+from rescue_worker.network import dhcp_client
 from rescue_worker.network import ipv6 as net_ipv6
 
 LOG = logging.getLogger(__name__)
@@ -120,23 +120,21 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-class UdhcpcBackend(base.DhcpBackend):
+class UdhcpcBackend(dhcp_client.DhcpClientBackend):
     """Lease now with busybox udhcpc, interfaces in parallel."""
 
     name = 'udhcpc'
+    install_hint = "busybox's udhcpc (Debian: udhcpc)"
 
     def __init__(self, state_dir: str, root_dir: str = '/',
                  executable: str = EXECUTABLE,
                  executable6: str = EXECUTABLE6, ipv6: bool = False,
                  autoconf: net_ipv6.Autoconf | None = None) -> None:
-        self.directory = os.path.join(state_dir, 'dhcp')
+        super().__init__(state_dir, ipv6, autoconf)
         self.root_dir = root_dir
         self.executable = executable
         self.executable6 = executable6
         self.script = os.path.join(self.directory, SCRIPT_NAME)
-        self.autoconf = (autoconf or net_ipv6.Autoconf(self.directory)
-                         if ipv6 else None)
-        self._ipv6_problems: dict[str, str] = {}
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> UdhcpcBackend:
@@ -154,7 +152,8 @@ class UdhcpcBackend(base.DhcpBackend):
                      applied=stem + '.applied', applying=stem + '.applying',
                      log=stem + '.log')
 
-    def _install_script(self) -> None:
+    def _before_leasing(self) -> None:
+        """Install the lease script (where udhcpc can execute it)."""
         """Put the lease script where udhcpc runs it from (executable)."""
         try:
             data = importlib.resources.files(__package__).joinpath(
@@ -174,48 +173,15 @@ class UdhcpcBackend(base.DhcpBackend):
             pass
         atomic.write_atomically(self.script, data, mode=0o700)
 
-    def _program(self, executable: str | None = None) -> str:
-        program = shutil.which(executable or self.executable)
-        if program is None:
-            raise base.BackendError(
-                '%s is not installed (dhcp_backend = udhcpc): install '
-                "busybox's udhcpc (Debian: udhcpc) in the rescue image, or "
-                'choose another [rescue_worker] dhcp_backend' % (
-                    executable or self.executable))
-        return program
+    def _program6(self, program: str) -> tuple[str | None, str | None]:
+        program6 = shutil.which(self.executable6)
+        if program6 is None:
+            return None, (
+                'the router asks for DHCPv6 and %s is not installed '
+                '(busybox built with CONFIG_UDHCPC6)' % self.executable6)
+        return program6, None
 
     # -- the backend interface -------------------------------------------
-
-    def configure(self, interfaces: Sequence[str],
-                  timeout: float) -> dict[str, str]:
-        program = self._program()
-        if not interfaces:
-            return {}
-        self._install_script()
-        with futures.ThreadPoolExecutor(
-                max_workers=len(interfaces),
-                thread_name_prefix='udhcpc') as pool:
-            statuses = pool.map(
-                lambda name: self._configure_one(program, name, timeout,
-                                                 renew=False),
-                interfaces)
-            return dict(zip(interfaces, statuses, strict=True))
-
-    def failure_hint(self, interfaces: Sequence[str], timeout: float) -> str:
-        text = ('no DHCP server answered on %s within %s s; check that the '
-                "rescuing network's DHCP server is running and that these "
-                "ports are on that network (udhcpc's output: %s)" % (
-                    ', '.join(interfaces), base.format_seconds(timeout),
-                    self.paths('<interface>').log))
-        if self.autoconf is not None:
-            text += '; IPv6: %s' % net_ipv6.hint(interfaces,
-                                                 self._ipv6_problems)
-        return text
-
-    def renew(self, interface: str, timeout: float) -> str:
-        program = self._program()
-        self._install_script()
-        return self._configure_one(program, interface, timeout, renew=True)
 
     def lease_server(self, interface: str) -> str | None:
         """The IPv4 lease's server (``serverid``); for an interface with
@@ -247,34 +213,6 @@ class UdhcpcBackend(base.DhcpBackend):
             self._stop(interface, family)
 
     # -- leasing -------------------------------------------------------------
-
-    def _configure_one(self, program: str, interface: str, timeout: float,
-                       renew: bool) -> str:
-        status, outcome = net_ipv6.configure_interface(
-            interface, timeout,
-            lambda give_up: self._lease(program, interface, timeout, 4,
-                                        renew, give_up),
-            self.autoconf,
-            lambda name, seconds: self._lease6(name, seconds, renew))
-        if outcome is not None:
-            if outcome.leased:
-                self._ipv6_problems.pop(interface, None)
-            else:
-                self._ipv6_problems[interface] = outcome.describe()
-        return status
-
-    def _lease6(self, interface: str, timeout: float,
-                renew: bool) -> tuple[str, str | None]:
-        program = shutil.which(self.executable6)
-        if program is None:
-            return base.FAILED, (
-                'the router asks for DHCPv6 and %s is not installed '
-                '(busybox built with CONFIG_UDHCPC6)' % self.executable6)
-        status = self._lease(program, interface, timeout, 6, renew)
-        if status == base.LEASED:
-            return status, None
-        return status, 'no DHCPv6 server answered (see %s)' % (
-            self.paths(interface, 6).log)
 
     def _lease(self, program: str, interface: str, timeout: float,
                family: int, renew: bool,
