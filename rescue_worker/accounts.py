@@ -39,6 +39,12 @@ SYSTEM_GID_MAX = 999
 #: PASS_MAX_DAYS, PASS_WARN_AGE of Debian's login.defs)
 SHADOW_DEFAULTS = ('0', '99999', '7', '', '', '')
 
+
+def sudoers_content(username: str) -> bytes:
+    """What the account step writes to ``etc/sudoers.d/<username>``."""
+    return ('# Written by rescue-worker: the tenant account of rescue '
+            'mode.\n%s ALL=(ALL) NOPASSWD: ALL\n' % username).encode('ascii')
+
 #: names useradd accepts by default (NAME_REGEX of Debian's adduser.conf,
 #: the same as ``[rescue_worker] username``)
 USERNAME_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,30}$')

@@ -55,12 +55,6 @@ SUDOERS_DIR_MODE = 0o750
 GROUP_FILE_MODE = 0o644
 
 
-def sudoers_content(username: str) -> bytes:
-    """What ``etc/sudoers.d/<username>`` holds."""
-    return ('# Written by rescue-worker: the tenant account of rescue '
-            'mode.\n%s ALL=(ALL) NOPASSWD: ALL\n' % username).encode('ascii')
-
-
 def login_shell(root_dir: str) -> str:
     """``/bin/bash`` when the system under ``root_dir`` has it, else
     ``/bin/sh``."""
@@ -437,7 +431,7 @@ class AccountStep(pipeline.Step):
         with _io('read', paths.sudoers):
             with open(paths.sudoers, 'rb') as f:
                 current = f.read()
-        return None if current == sudoers_content(paths.username) \
+        return None if current == accounts.sudoers_content(paths.username) \
             else 'write'
 
     # -- applying: in an order where a crash leaves a usable system ----------
@@ -483,7 +477,7 @@ class AccountStep(pipeline.Step):
                     os.chown(paths.sudoers_dir, 0, 0)
         with _io('write', paths.sudoers):
             atomic.write_atomically(paths.sudoers,
-                                    sudoers_content(paths.username),
+                                    accounts.sudoers_content(paths.username),
                                     mode=SUDOERS_MODE, uid=root, gid=root)
 
     @staticmethod

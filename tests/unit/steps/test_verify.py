@@ -351,6 +351,21 @@ def test_a_sudoers_file_visudo_rejects_fails(provisioned, conf):
                                   sudoers(provisioned))
 
 
+def test_the_account_step_s_own_sudoers_file_needs_no_visudo_run(
+        provisioned, conf, monkeypatch):
+    # test_account runs that exact file through visudo once; forking
+    # visudo for each request would be half the worker's CPU.
+    monkeypatch.setattr(verify, 'find_visudo', lambda: '/bin/false')
+    run_verify(conf)
+
+    _write_sudoers(provisioned, '# changed by hand\n'
+                   'rescue ALL=(ALL) NOPASSWD: ALL\n')
+    exc = failure(conf)
+
+    assert exc.message.startswith('visudo -cf %s rejects it: ' %
+                                  sudoers(provisioned))
+
+
 def test_without_visudo_a_sudoers_file_is_checked_by_pattern(
         provisioned, conf, monkeypatch):
     monkeypatch.setattr(verify, 'find_visudo', lambda: None)
