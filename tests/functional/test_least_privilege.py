@@ -31,9 +31,13 @@ import oslo_messaging
 import pytest
 from amqp import exceptions as amqp_exc
 
+from rescue_worker import client as rw_client
+from rescue_worker import rpc
 from tests import parts
+from tests.functional import broker as fault_broker
 from tests.functional.conftest import EXCHANGE
 from tests.functional.conftest import TOPIC
+from tests.functional.conftest import Bus
 from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import transport_url
 from tests.functional.conftest import wait_ready
@@ -51,6 +55,7 @@ END = 'rescue_worker.finalize_rescue.end'
 ERROR = 'rescue_worker.finalize_rescue.error'
 PROBE = 'rescue_worker.least_privilege.probe'
 REFUSED = 403  # ACCESS_REFUSED
+EXPIRY_POLICY = 'rescue-worker-expiry'
 
 
 def new_request_id():
@@ -488,3 +493,77 @@ def test_add_rotates_and_remove_revokes(broker, node_users, tmp_path):
         assert 'Login was refused' in assert_refused(conn.connect)
     assert user.user not in broker.ctl('list_users', '--silent')
     # remove is idempotent: the fixture removes the user once more.
+
+
+# -- queues nobody consumes ---------------------------------------------------
+
+def wait_queues_gone(broker, vhost, names, timeout=60.0):
+    """Poll the broker until none of ``names`` is listed (the broker has no
+    event for a queue's expiry that a client could wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = broker.ctl('list_queues', '-p', vhost, '--silent',
+                            'name').split()
+        left = sorted(set(names) & set(listed))
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError('still there after %.0f s: %s' % (
+                timeout, ', '.join(left)))
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def scratch_vhost(broker):
+    """A virtual host of its own, so that a short expiry touches no other
+    test's queues; its URL."""
+    vhost = 'expiry-%s' % uuid.uuid4().hex[:8]
+    parsed, hosts, _ = split_url(broker.url)
+    user = urllib.parse.unquote(hosts[0].rpartition('@')[0].split(':')[0])
+    broker.ctl('add_vhost', vhost)
+    broker.ctl('set_permissions', '-p', vhost, user, '.*', '.*', '.*')
+    yield vhost, urllib.parse.urlunsplit(
+        parsed._replace(path='/' + urllib.parse.quote(vhost, safe='')))
+    broker.ctl('delete_vhost', vhost)
+
+
+def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
+        broker, scratch_vhost, tmp_path, secrets_used):
+    # Without the policy a locked-down node's queue lives on: casts pile
+    # up there, each with a password hash, and the client can never say
+    # that no worker listens (doc/reliability.rst, fault 7).
+    vhost, url = scratch_vhost
+    run_tool('expire-queues', '--vhost', vhost, '--after', '1',
+             '--rabbitmqctl', broker.rabbitmqctl, env=broker.env)
+    assert EXPIRY_POLICY in broker.ctl('list_policies', '-p', vhost)
+    conf = fault_broker.messaging_conf(url)
+    transport = rpc.get_rpc_transport(conf)
+    client = rw_client.RescueWorkerClient(transport, hash_rounds=5000)
+    waiter = rw_client.CompletionWaiter(
+        rpc.get_notification_transport(conf)).start()
+    bus = Bus(url)
+    worker = WorkerProcess(tmp_path / 'w', url, steps='password')
+    password = 'expiring-%s' % uuid.uuid4()
+    secrets_used.append(password)
+    try:
+        worker.start()
+        wait_ready(bus, worker)
+        request_id = client.finalize_rescue(
+            {}, worker.node_id, password, agent_token=worker.token)
+        [outcome] = waiter.wait([request_id], timeout=120,
+                                client=client).values()
+        assert outcome.succeeded, outcome
+        assert worker.wait(timeout=60) == 0  # locked down
+        waiter.stop()
+
+        wait_queues_gone(broker, vhost, ['%s.%s' % (TOPIC, worker.node_id),
+                                         waiter.pool])
+        with pytest.raises(rw_client.WorkerNotListening):
+            client.finalize_rescue({}, worker.node_id, password,
+                                   agent_token=worker.token)
+    finally:
+        worker.kill()
+        bus.close()
+        waiter.stop()
+        transport.cleanup()
+    assert password not in worker.logs()
