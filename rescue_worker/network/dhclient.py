@@ -273,25 +273,9 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
             time.sleep(0.02)
 
     def _daemon_pid(self, interface: str, family: int = 4) -> int | None:
-        """The pid of the running dhclient that uses this interface's pid
-        file; None when there is none (a stale pid is never trusted)."""
-        pid_file = self.paths(interface, family).pid
-        try:
-            with open(pid_file) as f:
-                pid = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            with open('/proc/%d/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            return None
-        # The program, or a script run by its interpreter.
-        named = any(os.path.basename(arg).startswith(b'dhclient')
-                    for arg in argv[:2])
-        if named and os.fsencode(pid_file) in argv:
-            return pid
-        return None
+        """The running dhclient that uses this interface's pid file."""
+        return dhcp_client.running_client(self.paths(interface, family).pid,
+                                          'dhclient')
 
 
 def _whole_seconds(timeout: float) -> int:

@@ -13,11 +13,41 @@ import abc
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent import futures
 
 from rescue_worker.network import base
 from rescue_worker.network import ipv6 as net_ipv6
+
+
+def running_client(pid_file: str, name: str,
+                   on_exited: Callable[[int], None] | None = None
+                   ) -> int | None:
+    """The pid in ``pid_file`` if that process runs ``name`` (the program,
+    or a script run by its interpreter) with this pid file on its command
+    line; else None: a stale pid is never trusted. A process that has
+    exited but not been reaped is handed to ``on_exited``."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            if f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
+                if on_exited is not None:
+                    on_exited(pid)
+                return None
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            argv = f.read().split(b'\0')
+    except (OSError, IndexError):
+        return None
+    named = any(os.path.basename(arg).startswith(os.fsencode(name))
+                for arg in argv[:2])
+    if named and os.fsencode(pid_file) in argv:
+        return pid
+    return None
 
 
 class DhcpClientBackend(base.DhcpBackend):

@@ -368,29 +368,9 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
         _forget(pid)
 
     def _daemon_pid(self, interface: str, family: int) -> int | None:
-        """The pid of the running udhcpc that uses this interface's pid
-        file; None when there is none (a stale pid is never trusted)."""
-        pid_file = self.paths(interface, family).pid
-        try:
-            with open(pid_file) as f:
-                pid = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            with open('/proc/%d/stat' % pid) as f:
-                if f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
-                    _forget(pid)
-                    return None
-            with open('/proc/%d/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except (OSError, IndexError):
-            return None
-        # The program, or a script run by its interpreter.
-        named = any(os.path.basename(arg).startswith(b'udhcpc')
-                    for arg in argv[:2])
-        if named and os.fsencode(pid_file) in argv:
-            return pid
-        return None
+        """The running udhcpc that uses this interface's pid file."""
+        return dhcp_client.running_client(self.paths(interface, family).pid,
+                                          'udhcpc', on_exited=_forget)
 
 
 def _forget(pid: int) -> None:

@@ -388,9 +388,11 @@ class CountingWorker:
             start(data)
 
         def counting_outcome(data):
-            outcome(data)
+            # Counted before the publish returns: the conductor may see the
+            # end before the broker's confirm reaches this thread.
             if not data.get('replayed'):
                 self.published[data['request_id']] += 1
+            outcome(data)
         notifications.start = counting_start
         notifications.outcome = counting_outcome
 
