@@ -60,6 +60,25 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     register_messaging_opts(conf)
 
 
+def broker_restart_risk(conf: cfg.ConfigOpts,
+                        url: str | None = None) -> str | None:
+    """What a RabbitMQ restart would lose with this configuration, and
+    the fix; None when queues outlive a restart (or the driver is not
+    rabbit). See doc/reliability.rst."""
+    url = url or conf.transport_url or ''
+    if not url.startswith('rabbit'):
+        return None
+    rabbit = conf.oslo_messaging_rabbit
+    if rabbit.amqp_durable_queues or rabbit.rabbit_quorum_queue:
+        return None
+    return ('queues are transient: a RabbitMQ restart deletes the casts '
+            'and notifications waiting in them, and a conductor may never '
+            'see this node\'s outcome. Set [oslo_messaging_rabbit] '
+            'amqp_durable_queues = true (one broker node) or '
+            'rabbit_quorum_queue = true (a cluster) on the workers and the '
+            'conductors alike; see doc/reliability.rst')
+
+
 def get_rpc_transport(conf: cfg.ConfigOpts,
                       url: str | None = None) -> oslo_messaging.Transport:
     return oslo_messaging.get_rpc_transport(conf, url=url)

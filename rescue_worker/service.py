@@ -116,6 +116,9 @@ class RescueWorker:
         LOG.info('Serving RPC API %s on topic %s, server %s',
                  rw_endpoint.RPC_API_VERSION, self.conf.rescue_worker.topic,
                  self.node_id)
+        risk = rpc.broker_restart_risk(self.conf)
+        if risk:
+            LOG.warning('Broker restarts can lose this rescue: %s', risk)
         self.ready.set()
         self.notifications.ready(self._worker_data('waiting'))
 
