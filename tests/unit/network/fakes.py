@@ -2,10 +2,14 @@
 
 ``FakeNode`` is a node's interfaces as both netifaces and sysfs show them:
 give it interfaces, plug cables, and hand ``node.netifaces`` and
-``node.sysfs`` to the code under test.
+``node.sysfs`` to the code under test. ``FakeProgram`` is an executable
+DHCP client stand-in that follows a plan and records its calls.
 """
 
+import json
 import os
+import stat
+import sys
 
 from rescue_worker.network import base
 
@@ -117,3 +121,34 @@ class FakeBackend(base.DhcpBackend):
 
     def failure_hint(self, interfaces, timeout):
         return 'fake: nothing answered on %s' % ', '.join(interfaces)
+
+
+class FakeProgram:
+    """An executable ``bin/<name>`` written from ``script`` (a Python
+    program template with ``%(python)s``). It reads the plan from the file
+    named by ``<ENV>_PLAN`` and appends each call to ``<ENV>_CALLS``."""
+
+    def __init__(self, directory, name, script, monkeypatch):
+        self.bin = os.path.join(directory, 'bin')
+        os.makedirs(self.bin)
+        self.program = os.path.join(self.bin, name)
+        with open(self.program, 'w') as f:
+            f.write(script % {'python': sys.executable})
+        os.chmod(self.program, stat.S_IRWXU)
+        self.plan_file = os.path.join(directory, 'plan.json')
+        self.calls_file = os.path.join(directory, 'calls.jsonl')
+        self.plan({})
+        env = 'FAKE_%s' % name.upper()
+        monkeypatch.setenv(env + '_PLAN', self.plan_file)
+        monkeypatch.setenv(env + '_CALLS', self.calls_file)
+
+    def plan(self, plan):
+        with open(self.plan_file, 'w') as f:
+            json.dump(plan, f)
+
+    def calls(self):
+        try:
+            with open(self.calls_file) as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []

@@ -8,10 +8,8 @@ plan of ``<interface>/6`` and writes ``lease6`` blocks. The real one is
 exercised by ``tests/e2e``.
 """
 
-import json
 import os
 import stat
-import sys
 import time
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 from rescue_worker.network import base
 from rescue_worker.network import dhclient
 from rescue_worker.network import ipv6
+from tests.unit.network import fakes
 
 FAKE_DHCLIENT = '''#!%(python)s
 import json, os, signal, sys, time
@@ -86,34 +85,10 @@ while True:
 '''
 
 
-class FakeDhclient:
-    def __init__(self, directory, monkeypatch):
-        self.program = os.path.join(directory, 'bin', 'dhclient')
-        os.makedirs(os.path.dirname(self.program))
-        with open(self.program, 'w') as f:
-            f.write(FAKE_DHCLIENT % {'python': sys.executable})
-        os.chmod(self.program, stat.S_IRWXU)
-        self.plan_file = os.path.join(directory, 'plan.json')
-        self.calls_file = os.path.join(directory, 'calls.jsonl')
-        self.plan({})
-        monkeypatch.setenv('FAKE_DHCLIENT_PLAN', self.plan_file)
-        monkeypatch.setenv('FAKE_DHCLIENT_CALLS', self.calls_file)
-
-    def plan(self, plan):
-        with open(self.plan_file, 'w') as f:
-            json.dump(plan, f)
-
-    def calls(self):
-        try:
-            with open(self.calls_file) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
-
-
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    return FakeDhclient(str(tmp_path), monkeypatch)
+    return fakes.FakeProgram(str(tmp_path), 'dhclient', FAKE_DHCLIENT,
+                             monkeypatch)
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ configures interfaces (``test_udhcpc_script.py`` runs that one with a fake
 ``ip``; ``tests/e2e`` runs everything for real).
 """
 
-import json
 import os
 import signal
 import stat
-import sys
 import time
 
 import pytest
@@ -23,6 +21,7 @@ from oslo_config import cfg
 from rescue_worker import conf as rw_conf
 from rescue_worker.network import base
 from rescue_worker.network import udhcpc
+from tests.unit.network import fakes
 
 FAKE_UDHCPC = '''#!%(python)s
 import json, os, signal, sys, time
@@ -109,35 +108,9 @@ while True:
 '''
 
 
-class FakeUdhcpc:
-    def __init__(self, directory, monkeypatch):
-        self.bin = os.path.join(directory, 'bin')
-        os.makedirs(self.bin)
-        self.program = os.path.join(self.bin, 'udhcpc')
-        with open(self.program, 'w') as f:
-            f.write(FAKE_UDHCPC % {'python': sys.executable})
-        os.chmod(self.program, stat.S_IRWXU)
-        self.plan_file = os.path.join(directory, 'plan.json')
-        self.calls_file = os.path.join(directory, 'calls.jsonl')
-        self.plan({})
-        monkeypatch.setenv('FAKE_UDHCPC_PLAN', self.plan_file)
-        monkeypatch.setenv('FAKE_UDHCPC_CALLS', self.calls_file)
-
-    def plan(self, plan):
-        with open(self.plan_file, 'w') as f:
-            json.dump(plan, f)
-
-    def calls(self):
-        try:
-            with open(self.calls_file) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
-
-
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    return FakeUdhcpc(str(tmp_path), monkeypatch)
+    return fakes.FakeProgram(str(tmp_path), 'udhcpc', FAKE_UDHCPC, monkeypatch)
 
 
 @pytest.fixture
