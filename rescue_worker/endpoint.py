@@ -32,6 +32,10 @@ FAILED = 'failed'
 
 MAX_PASSWORD_FIELD = 1024 * 1024  # type/size guard; the step checks 4096
 MAX_REQUEST_ID = 255
+#: seconds before an outcome the broker did not take is published again,
+#: doubling up to the maximum
+PUBLISH_RETRY_DELAY = 1.0
+PUBLISH_RETRY_MAX_DELAY = 30.0
 _ARGS = ('rescue_password', 'hashed', 'agent_token')
 
 
@@ -87,7 +91,8 @@ class RescueEndpoint:
                  token_check, journal: rw_journal.Journal,
                  pipeline: rw_pipeline.Pipeline,
                  notifications: notify.Notifications,
-                 on_rescued: Callable[[dict], bool] | None = None) -> None:
+                 on_rescued: Callable[[dict], bool] | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.node_id = node_id
         self.topic = topic
         self.username = username
@@ -96,6 +101,9 @@ class RescueEndpoint:
         self._pipeline = pipeline
         self._notifications = notifications
         self._on_rescued = on_rescued
+        # Set when the worker stops: an outcome still unpublished is then
+        # left to the journal (published at the next start).
+        self._stopping = stopping or threading.Event()
         # One request at a time: the steps rewrite the same files.
         self._run_lock = threading.Lock()
         self._refusals = _RefusalLog()
@@ -138,7 +146,7 @@ class RescueEndpoint:
             request_id = request_id or _new_request_id()
             self._refusals.warning(request_id, exc)
             data = self._data(request_id, received, error=exc.as_dict())
-            self._notifications.outcome(data)
+            self._publish_once(data)
             return data
 
         with self._run_lock:
@@ -256,7 +264,7 @@ class RescueEndpoint:
         LOG.info('Request %s was already handled; publishing its recorded '
                  'outcome again', record.request_id)
         data = dict(record.outcome, replayed=True)
-        self._notifications.outcome(data)
+        self._publish_once(data)
         return data
 
     def _run(self, request: rw_pipeline.RescueRequest,
@@ -281,15 +289,46 @@ class RescueEndpoint:
             LOG.error('Request %s: rescue failed: %s (%s)',
                       request.request_id, result.error.code,
                       result.error.message)
-        self._publish_outcome(data)
+        if not self._publish_outcome(data):
+            return data
         if result.succeeded and self._on_rescued is not None:
             # True: the worker locks down and takes nothing more.
             self._closed = self._on_rescued(data) is True
         return data
 
-    def _publish_outcome(self, data: dict) -> None:
-        self._notifications.outcome(data)
+    def _publish_outcome(self, data: dict) -> bool:
+        """Publish a journaled outcome until the broker takes it; then note
+        it in the journal. False if the worker stopped first (the next
+        start publishes it)."""
+        delay = PUBLISH_RETRY_DELAY
+        while True:
+            try:
+                self._notifications.outcome(data)
+                break
+            except notify.NotificationNotSent:
+                # Locking down now would leave the conductor without the
+                # outcome for good: no one would answer a re-cast.
+                LOG.warning('The outcome of request %s did not reach the '
+                            'broker; publishing it again in %.0f s',
+                            data['request_id'], delay)
+                if self._stopping.wait(delay):
+                    LOG.error('Stopping with the outcome of request %s '
+                              'unpublished; the next start publishes it',
+                              data['request_id'])
+                    return False
+                delay = min(delay * 2, PUBLISH_RETRY_MAX_DELAY)
         self._journal.mark_notified(data['request_id'])
+        return True
+
+    def _publish_once(self, data: dict) -> None:
+        """Publish a refusal or a replay, once: neither is waiting in the
+        journal, and the conductor's re-cast asks again."""
+        try:
+            self._notifications.outcome(data)
+        except notify.NotificationNotSent:
+            LOG.warning('The answer to request %s did not reach the broker; '
+                        'a re-cast of it will be answered again',
+                        data['request_id'])
 
 
 def _new_request_id() -> str:

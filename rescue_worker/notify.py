@@ -8,7 +8,10 @@ never echoed back onto the bus.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 
 import oslo_messaging
 
@@ -26,6 +29,53 @@ EVENT_END = 'rescue_worker.finalize_rescue.end'
 EVENT_ERROR = 'rescue_worker.finalize_rescue.error'
 
 _KEY = OBJECT_NAMESPACE + '_object.'
+
+
+class NotificationNotSent(Exception):
+    """The broker did not take a notification (connection retries spent)."""
+
+
+class _SendFailures(logging.Handler):
+    """Turns oslo.messaging's logged send failures into a flag.
+
+    oslo.messaging's notifier never raises: when a send fails it logs an
+    error and returns as if it had sent (documented in
+    ``oslo_messaging.notify.messaging``). A worker must know, or it would
+    record an ``end`` as published that no conductor will ever see. Both
+    the driver and the notifier log in the sending thread, so a
+    thread-local flag tells the sender.
+    """
+
+    LOGGERS = ('oslo_messaging.notify.messaging',
+               'oslo_messaging.notify.notifier')
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, 'watching', False):
+            self._local.failed = True
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        """Raise NotificationNotSent if a send inside failed."""
+        self._local.watching, self._local.failed = True, False
+        try:
+            yield
+        finally:
+            self._local.watching = False
+        if self._local.failed:
+            raise NotificationNotSent()
+
+    def install(self) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            if self not in logger.handlers:
+                logger.addHandler(self)
+
+
+_SEND_FAILURES = _SendFailures()
 
 
 def envelope(name: str, data: dict) -> dict:
@@ -81,6 +131,7 @@ class Notifications:
 
     def __init__(self, notifier: oslo_messaging.Notifier) -> None:
         self._notifier = notifier
+        _SEND_FAILURES.install()
 
     def _ctxt(self, data: dict) -> dict:
         request_id = data.get('request_id')
@@ -97,9 +148,13 @@ class Notifications:
                             envelope(FINALIZE_PAYLOAD, data))
 
     def outcome(self, data: dict) -> None:
-        """``end`` if the data carries no error, else ``error``."""
+        """``end`` if the data carries no error, else ``error``.
+
+        :raises NotificationNotSent: the broker did not take it.
+        """
         payload = envelope(FINALIZE_PAYLOAD, data)
-        if data.get('error') is None:
-            self._notifier.info(self._ctxt(data), EVENT_END, payload)
-        else:
-            self._notifier.error(self._ctxt(data), EVENT_ERROR, payload)
+        with _SEND_FAILURES.watch():
+            if data.get('error') is None:
+                self._notifier.info(self._ctxt(data), EVENT_END, payload)
+            else:
+                self._notifier.error(self._ctxt(data), EVENT_ERROR, payload)

@@ -71,14 +71,14 @@ class RescueWorker:
         self.rpc_transport = rpc_transport
         self.notifications = notify.Notifications(
             rpc.get_notifier(conf, notification_transport))
+        self._stop_requested = threading.Event()
         self.endpoint = rw_endpoint.RescueEndpoint(
             node_id=self.node_id, topic=group.topic, username=group.username,
             token_check=self.token_check, journal=self.journal,
             pipeline=self.pipeline, notifications=self.notifications,
-            on_rescued=self._rescued)
+            on_rescued=self._rescued, stopping=self._stop_requested)
         self.server: oslo_messaging.MessageHandlingServer | None = None
         self.stop_reason: str | None = None
-        self._stop_requested = threading.Event()
         self._terminate = threading.Event()
         self.leased_interfaces: list[str] = []
         #: how the tenant network keeper ended, once it has run

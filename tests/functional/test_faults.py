@@ -84,7 +84,7 @@ def test_broker_restart_with_50_idle_workers(rabbit, durable):
     # Durable queues: with oslo.messaging's default transient ones the
     # restart also deletes the waiter's own queue, and outcomes published
     # before its listener has reconnected never reach it; a worker that
-    # has locked down cannot replay them (doc/reliability.rst, fault 6).
+    # has locked down cannot replay them (doc/reliability.rst, fault 7).
     witness, conductor, fleet, _ = durable
     workers = fleet(50)
     broker.wait_fleet_ready(witness, workers)

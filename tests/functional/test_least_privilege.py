@@ -531,7 +531,7 @@ def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
         broker, scratch_vhost, tmp_path, secrets_used):
     # Without the policy a locked-down node's queue lives on: casts pile
     # up there, each with a password hash, and the client can never say
-    # that no worker listens (doc/reliability.rst, fault 7).
+    # that no worker listens (doc/reliability.rst, fault 8).
     vhost, url = scratch_vhost
     run_tool('expire-queues', '--vhost', vhost, '--after', '1',
              '--rabbitmqctl', broker.rabbitmqctl, env=broker.env)

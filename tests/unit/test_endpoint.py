@@ -16,6 +16,7 @@ from passlib.hash import md5_crypt
 from passlib.hash import sha512_crypt
 
 from rescue_worker import RescueError
+from rescue_worker import endpoint as endpoint_module
 from rescue_worker import journal as rw_journal
 from rescue_worker import lockdown
 from rescue_worker import notify
@@ -438,6 +439,70 @@ def test_success_locks_the_worker_down():
 
         with pytest.raises(lockdown.AlreadyRescued):
             worker.start()
+
+
+class BrokerRefusesEnds:
+    """The notification transport fails to send the first ``count``
+    ``end`` notifications, as it does while a broker restarts (its
+    connection retries spent); everything else goes out."""
+
+    def __init__(self, transport, count):
+        self.count = count
+        self.refused = threading.Event()
+        self._send = transport._send_notification
+        transport._send_notification = self
+
+    def __call__(self, target, ctxt, message, *args, **kwargs):
+        if message.get('event_type') == notify.EVENT_END and self.count:
+            self.count -= 1
+            self.refused.set()
+            raise ConnectionResetError('connection reset by peer')
+        return self._send(target, ctxt, message, *args, **kwargs)
+
+
+def test_an_end_the_broker_did_not_take_is_published_again_before_lockdown(
+        monkeypatch):
+    # oslo.messaging's notifier logs a failed send and returns as if it
+    # had sent. Found by the fault suite: the worker then noted the end as
+    # published and locked down, and the conductor never got it.
+    monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
+    with RescueWorkerFixture(steps='password') as worker, \
+            NotificationCapture(worker.notification_transport) as events:
+        broker = BrokerRefusesEnds(worker.notification_transport, 2)
+        request_id = cast(worker, rescue_password=PASSWORD)
+
+        stopped = events.wait_for(notify.EVENT_STOPPED,
+                                  node_id=worker.node_id)
+
+        assert broker.refused.is_set() and broker.count == 0
+        assert stopped.data['state'] == 'rescued'
+        kinds = [n.event_type for n in events.matching(
+            node_id=worker.node_id)]
+        assert kinds == [notify.EVENT_READY, notify.EVENT_START,
+                         notify.EVENT_END, notify.EVENT_STOPPED]
+        assert rw_journal.Journal(worker.state_dir).get(request_id).notified
+
+
+def test_a_stop_while_the_broker_is_away_leaves_the_end_to_the_next_start(
+        monkeypatch):
+    monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
+    with RescueWorkerFixture(steps='password',
+                             exit_after_rescue=False) as worker, \
+            NotificationCapture(worker.notification_transport) as events:
+        broker = BrokerRefusesEnds(worker.notification_transport, 10 ** 6)
+        request_id = cast(worker, rescue_password=PASSWORD)
+        assert broker.refused.wait(30)
+
+        worker.worker.request_stop()
+        assert worker.worker.stopped.wait(30)
+        record = rw_journal.Journal(worker.state_dir).get(request_id)
+        assert record.ended and not record.notified
+
+        broker.count = 0  # the broker is back
+        worker.start()
+        end = events.wait_for(notify.EVENT_END, request_id=request_id)
+        assert end.data['replayed'] is True
+        assert rw_journal.Journal(worker.state_dir).get(request_id).notified
 
 
 def test_failure_does_not_lock_down(gated_steps, monkeypatch):
