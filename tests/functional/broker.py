@@ -388,11 +388,18 @@ class CountingWorker:
             start(data)
 
         def counting_outcome(data):
-            # Counted before the publish returns: the conductor may see the
-            # end before the broker's confirm reaches this thread.
-            if not data.get('replayed'):
+            # Counted before the publish returns (the conductor may see the
+            # end before the broker's confirm reaches this thread), and
+            # taken back if the broker did not take it.
+            first = not data.get('replayed')
+            if first:
                 self.published[data['request_id']] += 1
-            outcome(data)
+            try:
+                outcome(data)
+            except notify.NotificationNotSent:
+                if first:
+                    self.published[data['request_id']] -= 1
+                raise
         notifications.start = counting_start
         notifications.outcome = counting_outcome
 
