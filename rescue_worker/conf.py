@@ -165,6 +165,16 @@ lifecycle_opts = [
                help='Connection retries for one notification before it is '
                     'given up (logged), so a dead broker never blocks the '
                     'worker forever.'),
+    cfg.IntOpt('outcome_retry_timeout',
+               default=600,
+               min=0,
+               help='Seconds the worker keeps publishing an end or error '
+                    'notification the broker did not take (with a backoff '
+                    'from 1 to 30 s) before it gives up, logs an error and '
+                    'goes on, to its lockdown after a rescue. Until then a '
+                    'rescued node does not lock down, so the conductor '
+                    'always learns its outcome from a broker that comes '
+                    'back in time.'),
     cfg.IntOpt('shutdown_timeout',
                default=300,
                min=1,

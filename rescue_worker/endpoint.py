@@ -92,7 +92,8 @@ class RescueEndpoint:
                  pipeline: rw_pipeline.Pipeline,
                  notifications: notify.Notifications,
                  on_rescued: Callable[[dict], bool] | None = None,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None,
+                 outcome_retry_timeout: float = 600.0) -> None:
         self.node_id = node_id
         self.topic = topic
         self.username = username
@@ -104,6 +105,7 @@ class RescueEndpoint:
         # Set when the worker stops: an outcome still unpublished is then
         # left to the journal (published at the next start).
         self._stopping = stopping or threading.Event()
+        self._outcome_retry_timeout = outcome_retry_timeout
         # One request at a time: the steps rewrite the same files.
         self._run_lock = threading.Lock()
         self._refusals = _RefusalLog()
@@ -297,27 +299,39 @@ class RescueEndpoint:
         return data
 
     def _publish_outcome(self, data: dict) -> bool:
-        """Publish a journaled outcome until the broker takes it; then note
-        it in the journal. False if the worker stopped first (the next
-        start publishes it)."""
+        """Publish a journaled outcome until the broker takes it, then note
+        it in the journal; for ``outcome_retry_timeout`` at most, so that a
+        dead broker never holds the worker for ever. False if the worker
+        stopped first (the next start publishes it)."""
+        request_id = data['request_id']
+        give_up_at = time.monotonic() + self._outcome_retry_timeout
         delay = PUBLISH_RETRY_DELAY
         while True:
             try:
                 self._notifications.outcome(data)
                 break
             except notify.NotificationNotSent:
-                # Locking down now would leave the conductor without the
-                # outcome for good: no one would answer a re-cast.
-                LOG.warning('The outcome of request %s did not reach the '
-                            'broker; publishing it again in %.0f s',
-                            data['request_id'], delay)
-                if self._stopping.wait(delay):
-                    LOG.error('Stopping with the outcome of request %s '
-                              'unpublished; the next start publishes it',
-                              data['request_id'])
-                    return False
-                delay = min(delay * 2, PUBLISH_RETRY_MAX_DELAY)
-        self._journal.mark_notified(data['request_id'])
+                pass
+            # Locking down now would leave the conductor without the
+            # outcome for good: no one would answer a re-cast.
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                LOG.error('The outcome of request %s never reached the '
+                          'broker in %d s; going on without it (the '
+                          'conductor will time out on this request)',
+                          request_id, self._outcome_retry_timeout)
+                return True
+            delay = min(delay, left)
+            LOG.warning('The outcome of request %s did not reach the '
+                        'broker; publishing it again in %.1f s',
+                        request_id, delay)
+            if self._stopping.wait(delay):
+                LOG.error('Stopping with the outcome of request %s '
+                          'unpublished; the next start publishes it',
+                          request_id)
+                return False
+            delay = min(delay * 2, PUBLISH_RETRY_MAX_DELAY)
+        self._journal.mark_notified(request_id)
         return True
 
     def _publish_once(self, data: dict) -> None:

@@ -41,9 +41,10 @@ class _SendFailures(logging.Handler):
     oslo.messaging's notifier never raises: when a send fails it logs an
     error and returns as if it had sent (documented in
     ``oslo_messaging.notify.messaging``). A worker must know, or it would
-    record an ``end`` as published that no conductor will ever see. Both
-    the driver and the notifier log in the sending thread, so a
-    thread-local flag tells the sender.
+    record an ``end`` as published that no conductor will ever see. The
+    messaging drivers (``messagingv2``, ``messaging``) and the notifier log
+    in the sending thread, so a thread-local flag tells the sender. (The
+    Kafka driver sends in the background; its failures are not seen.)
     """
 
     LOGGERS = ('oslo_messaging.notify.messaging',
@@ -73,6 +74,12 @@ class _SendFailures(logging.Handler):
             logger = logging.getLogger(name)
             if self not in logger.handlers:
                 logger.addHandler(self)
+            if not logger.isEnabledFor(logging.ERROR):
+                LOG.warning('Logging for %s is set above ERROR, so a '
+                            'notification the broker did not take goes '
+                            'unnoticed (and an outcome may never reach the '
+                            'conductor): set it to ERROR or lower in '
+                            'default_log_levels', name)
 
 
 _SEND_FAILURES = _SendFailures()

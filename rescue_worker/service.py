@@ -76,7 +76,8 @@ class RescueWorker:
             node_id=self.node_id, topic=group.topic, username=group.username,
             token_check=self.token_check, journal=self.journal,
             pipeline=self.pipeline, notifications=self.notifications,
-            on_rescued=self._rescued, stopping=self._stop_requested)
+            on_rescued=self._rescued, stopping=self._stop_requested,
+            outcome_retry_timeout=group.outcome_retry_timeout)
         self.server: oslo_messaging.MessageHandlingServer | None = None
         self.stop_reason: str | None = None
         self._terminate = threading.Event()

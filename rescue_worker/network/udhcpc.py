@@ -153,7 +153,6 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                      log=stem + '.log')
 
     def _before_leasing(self) -> None:
-        """Install the lease script (where udhcpc can execute it)."""
         """Put the lease script where udhcpc runs it from (executable)."""
         try:
             data = importlib.resources.files(__package__).joinpath(

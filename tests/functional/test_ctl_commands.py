@@ -71,7 +71,7 @@ def test_finalize_wait_rescues_a_node_that_boots_after_the_cast(
     ctl = subprocess.Popen(
         [CTL, 'finalize', worker.node_id, '--token-file', worker.token_file,
          '--password-file', str(password_file), '--wait',
-         '--start-timeout', '3', '--timeout', '150',
+         '--start-timeout', '10', '--timeout', '150',
          '--transport-url', transport_url()],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)

@@ -2,6 +2,7 @@
 
 import uuid
 
+import oslo_messaging
 import pytest
 from passlib.hash import sha512_crypt
 
@@ -158,3 +159,53 @@ def test_version_cap_below_the_api_refuses_to_send(worker):
     with pytest.raises(Exception) as raised:
         client.get_status(worker.node_id, agent_token=worker.token)
     assert 'version' in str(raised.value).lower()
+
+
+class NoQueueYet:
+    """The worker's queue is missing for the next ``count`` casts (a node
+    still booting, or a worker not yet reconnected after a broker
+    restart): the broker returns them as unroutable."""
+
+    def __init__(self, transport, count):
+        self.count = count
+        self._send = transport._send
+        transport._send = self
+
+    def __call__(self, target, ctxt, message, *args, **kwargs):
+        if self.count:
+            self.count -= 1
+            raise oslo_messaging.MessageUndeliverable(
+                Exception('NO_ROUTE'), target.exchange, target.topic,
+                message)
+        return self._send(target, ctxt, message, *args, **kwargs)
+
+
+def test_a_request_whose_queue_appears_late_is_cast_until_it_runs(
+        worker, client, waiter):
+    missing = NoQueueYet(worker.transport, 2)
+    with pytest.raises(rw_client.WorkerNotListening) as raised:
+        client.finalize_rescue({}, worker.node_id, PASSWORD,
+                               agent_token=worker.token)
+    request_id = raised.value.request_id
+
+    outcome = waiter.wait([request_id], timeout=30, client=client,
+                          start_timeout=0.1, max_casts=5)[request_id]
+
+    assert missing.count == 0
+    assert outcome.succeeded
+    assert outcome.casts == 3
+
+
+def test_a_request_whose_last_cast_finds_no_queue_is_not_listening(
+        worker, client, waiter):
+    NoQueueYet(worker.transport, 10)
+    with pytest.raises(rw_client.WorkerNotListening) as raised:
+        client.finalize_rescue({}, worker.node_id, PASSWORD,
+                               agent_token=worker.token)
+    request_id = raised.value.request_id
+
+    outcome = waiter.wait([request_id], timeout=30, client=client,
+                          start_timeout=0.1, max_casts=3)[request_id]
+
+    assert outcome.status == rw_client.NOT_LISTENING
+    assert outcome.casts == 3

@@ -6,6 +6,7 @@ judges it by the notifications it publishes and by what is on disk.
 """
 
 import json
+import logging
 import os
 import threading
 import uuid
@@ -503,6 +504,43 @@ def test_a_stop_while_the_broker_is_away_leaves_the_end_to_the_next_start(
         end = events.wait_for(notify.EVENT_END, request_id=request_id)
         assert end.data['replayed'] is True
         assert rw_journal.Journal(worker.state_dir).get(request_id).notified
+
+
+def test_an_end_the_broker_never_takes_is_given_up_after_the_timeout(
+        monkeypatch):
+    # Bounded: a dead broker never keeps a rescued node from its lockdown.
+    monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
+    with RescueWorkerFixture(steps='password',
+                             outcome_retry_timeout=1) as worker, \
+            NotificationCapture(worker.notification_transport) as events:
+        broker = BrokerRefusesEnds(worker.notification_transport, 10 ** 6)
+        request_id = cast(worker, rescue_password=PASSWORD)
+
+        stopped = events.wait_for(notify.EVENT_STOPPED,
+                                  node_id=worker.node_id)
+
+        assert stopped.data['state'] == 'rescued'
+        assert broker.refused.is_set()
+        assert not events.matching(notify.EVENT_END, request_id)
+        assert not rw_journal.Journal(worker.state_dir).get(
+            request_id).notified
+
+
+def test_a_notifier_log_level_that_hides_send_failures_is_reported(
+        caplog):
+    # The failures are seen through oslo.messaging's own ERROR records.
+    hidden = logging.getLogger('oslo_messaging.notify.messaging')
+    level = hidden.level
+    hidden.setLevel(logging.CRITICAL)
+    try:
+        with caplog.at_level(logging.WARNING, logger='rescue_worker'), \
+                RescueWorkerFixture(steps='password'):
+            pass
+    finally:
+        hidden.setLevel(level)
+
+    assert any('oslo_messaging.notify.messaging is set above ERROR' in
+               record.getMessage() for record in caplog.records)
 
 
 def test_failure_does_not_lock_down(gated_steps, monkeypatch):
