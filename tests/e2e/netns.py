@@ -54,6 +54,7 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -63,7 +64,6 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from collections.abc import Sequence
 
 import pytest
@@ -106,21 +106,26 @@ def require(commands: Sequence[str] = ('ip', 'dnsmasq', 'dhclient',
             ', '.join(commands), ', '.join(missing)))
 
 
-def wait_for(predicate: Callable[[], object], timeout: float,
-             what: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something true; return that.
-
-    Raises ``AssertionError`` naming ``what`` after ``timeout`` seconds.
-    """
+def wait_exited(pids: Sequence[int], timeout: float) -> bool:
+    """Wait until every process of ``pids`` has exited (a pidfd turns
+    readable then); False if some still run after ``timeout`` seconds."""
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds.append(os.pidfd_open(pid))
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError('timed out after %.1f s waiting for %s' %
-                                 (timeout, what))
-        time.sleep(interval)
+    try:
+        while fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for fd in select.select(fds, [], [], left)[0]:
+                fds.remove(fd)
+                os.close(fd)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _run(argv: Sequence[str], check: bool = True,
@@ -234,9 +239,7 @@ class Namespace:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not self.pids(), timeout,
-                         'processes in %s to end' % self.name)
+            wait_exited(pids, timeout)
 
     def delete(self) -> None:
         if self.created:

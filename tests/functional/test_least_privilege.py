@@ -110,6 +110,14 @@ class Broker:
                               env=self.env, capture_output=True, text=True,
                               timeout=120, check=True).stdout
 
+    def plugins(self, *args):
+        """``rabbitmq-plugins`` beside the ``rabbitmqctl`` in use."""
+        argv = shlex.split(self.rabbitmqctl)
+        argv[0] = os.path.join(os.path.dirname(argv[0]), 'rabbitmq-plugins')
+        return subprocess.run(argv + list(args), env=self.env,
+                              capture_output=True, text=True, timeout=120,
+                              check=True).stdout
+
     def connection(self, user, password):
         """A kombu connection, as anyone holding these credentials."""
         return kombu.Connection(hostname=self.host, port=self.port,
@@ -147,8 +155,11 @@ def broker():
         if program is None:
             parts.missing('rabbitmqctl (Debian package rabbitmq-server)')
         command = shlex.join([program, '-n', node])
-        # pifpaf's node and its Erlang cookie live under this HOME.
+        # pifpaf's node and its Erlang cookie live under this HOME, and
+        # rabbitmq-plugins needs its (initially absent) plugins file.
         env['HOME'] = os.environ['PIFPAF_RABBITMQ_HOME']
+        env['RABBITMQ_ENABLED_PLUGINS_FILE'] = os.path.join(
+            env['HOME'], 'notexists')
     return Broker(url, command, env)
 
 
@@ -497,20 +508,49 @@ def test_add_rotates_and_remove_revokes(broker, node_users, tmp_path):
 
 # -- queues nobody consumes ---------------------------------------------------
 
-def wait_queues_gone(broker, vhost, names, timeout=60.0):
-    """Poll the broker until none of ``names`` is listed (the broker has no
-    event for a queue's expiry that a client could wait on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        listed = broker.ctl('list_queues', '-p', vhost, '--silent',
-                            'name').split()
-        left = sorted(set(names) & set(listed))
-        if not left:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError('still there after %.0f s: %s' % (
-                timeout, ', '.join(left)))
-        time.sleep(0.5)
+def admin_credentials(broker):
+    """The user and password of the broker URL the tests were given."""
+    _, hosts, _ = split_url(broker.url)
+    user, _, password = hosts[0].rpartition('@')[0].partition(':')
+    return urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+class QueueDeletions:
+    """The broker's ``queue.deleted`` events (its event exchange plugin,
+    enabled here), so a test waits for a queue's expiry instead of polling
+    the queue list."""
+
+    def __init__(self, broker):
+        broker.plugins('enable', 'rabbitmq_event_exchange')
+        self.deleted = set()
+        self.conn = broker.connection(*admin_credentials(broker))
+        self.conn.connect()
+        channel = self.conn.channel()
+        queue, _, _ = channel.queue_declare('', exclusive=True)
+        channel.queue_bind(queue, 'amq.rabbitmq.event', 'queue.deleted')
+        channel.basic_consume(queue, callback=self._record, no_ack=True)
+
+    def _record(self, message):
+        headers = message.properties.get('application_headers') or {}
+        self.deleted.add((headers.get('vhost'), headers.get('name')))
+
+    def wait(self, vhost, names, timeout=60.0):
+        wanted = {(vhost, name) for name in names}
+        deadline = time.monotonic() + timeout
+        while not wanted <= self.deleted:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError()
+                self.conn.drain_events(timeout=left)
+            except TimeoutError:
+                raise AssertionError('not deleted after %.0f s: %s' % (
+                    timeout, ', '.join(sorted(
+                        name for _, name in wanted - self.deleted)))
+                    ) from None
+
+    def close(self):
+        self.conn.release()
 
 
 @pytest.fixture
@@ -518,8 +558,8 @@ def scratch_vhost(broker):
     """A virtual host of its own, so that a short expiry touches no other
     test's queues; its URL."""
     vhost = 'expiry-%s' % uuid.uuid4().hex[:8]
-    parsed, hosts, _ = split_url(broker.url)
-    user = urllib.parse.unquote(hosts[0].rpartition('@')[0].split(':')[0])
+    parsed, _, _ = split_url(broker.url)
+    user, _ = admin_credentials(broker)
     broker.ctl('add_vhost', vhost)
     broker.ctl('set_permissions', '-p', vhost, user, '.*', '.*', '.*')
     yield vhost, urllib.parse.urlunsplit(
@@ -533,6 +573,7 @@ def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
     # up there, each with a password hash, and the client can never say
     # that no worker listens (doc/reliability.rst, fault 8).
     vhost, url = scratch_vhost
+    deletions = QueueDeletions(broker)
     run_tool('expire-queues', '--vhost', vhost, '--after', '1',
              '--rabbitmqctl', broker.rabbitmqctl, env=broker.env)
     assert EXPIRY_POLICY in broker.ctl('list_policies', '-p', vhost)
@@ -556,8 +597,8 @@ def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
         assert worker.wait(timeout=60) == 0  # locked down
         waiter.stop()
 
-        wait_queues_gone(broker, vhost, ['%s.%s' % (TOPIC, worker.node_id),
-                                         waiter.pool])
+        deletions.wait(vhost, ['%s.%s' % (TOPIC, worker.node_id),
+                               waiter.pool])
         with pytest.raises(rw_client.WorkerNotListening):
             client.finalize_rescue({}, worker.node_id, password,
                                    agent_token=worker.token)
@@ -566,4 +607,5 @@ def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
         bus.close()
         waiter.stop()
         transport.cleanup()
+        deletions.close()
     assert password not in worker.logs()

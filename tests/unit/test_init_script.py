@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import subprocess
-import time
+import threading
 
 import pytest
 
@@ -28,6 +28,8 @@ TIMEOUT = 10
 
 FAKE_WORKER = '''#!/bin/sh
 echo "fake worker $$: $*"
+# Tell a waiting test that the line above is written (blocks until read).
+if [ -n "$FAKE_READY" ]; then echo ready > "$FAKE_READY"; fi
 if [ -n "$FAKE_EXIT" ]; then exit "$FAKE_EXIT"; fi
 if [ -n "$FAKE_IGNORE_TERM" ]; then
     trap 'echo ignoring TERM' TERM
@@ -175,22 +177,30 @@ def init(request, tmp_path):
     init.kill_all()
 
 
-def wait_for(predicate, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.05)
+def read_fifo(path, timeout=TIMEOUT):
+    """What a writer puts into the FIFO ``path``; fails after ``timeout``
+    seconds with no writer."""
+    got = []
+    reader = threading.Thread(
+        target=lambda: got.append(open(path).read()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert got, 'nothing written to %s in %s s' % (path, timeout)
+    return got[0]
 
 
-def test_start_status_stop(init):
-    code, out = init('start')
+def test_start_status_stop(init, tmp_path):
+    ready = tmp_path / 'ready'
+    os.mkfifo(ready)
+    code, out = init('start', FAKE_READY=str(ready))
 
     assert code == 0, out
     pid = init.pid()
     assert 'started (pid %d)' % pid in out
     assert init.workers() == [pid]
-    wait_for(lambda: 'fake worker %d: --config-file %s' % (
-        pid, init.config) in init.log.read_text(), 'the worker output')
+    assert read_fifo(ready) == 'ready\n'
+    assert 'fake worker %d: --config-file %s' % (
+        pid, init.config) in init.log.read_text()
     assert oct(init.state_dir.stat().st_mode & 0o777) == '0o700'
     assert init('status') == (0, 'rescue-worker: running (pid %d)\n' % pid)
     # Started twice, it runs once.

@@ -123,17 +123,50 @@ class FakeBackend(base.DhcpBackend):
         return 'fake: nothing answered on %s' % ', '.join(interfaces)
 
 
+#: For a ``FakeProgram`` script: ``rendezvous(mine, other)`` returns once
+#: the fake for another interface has reached it too (both hold a FIFO of
+#: their own and write a byte into the other's); after 5 s alone it exits
+#: 3, so a backend that leases one interface after the other fails.
+RENDEZVOUS = '''
+
+def rendezvous(mine, other):
+    def alone(signum, frame):
+        print('nobody else ran', flush=True)
+        os._exit(3)
+    signal.signal(signal.SIGALRM, alone)
+    signal.alarm(5)
+    # Read-write: this never blocks, and the FIFO keeps a reader (ours)
+    # until we have the other's byte.
+    own = os.open(mine, os.O_RDWR)
+    theirs = os.open(other, os.O_WRONLY)  # blocks until the other runs
+    os.write(theirs, b'x')
+    os.read(own, 1)  # blocks until the other has written to ours
+    signal.alarm(0)
+'''
+
+
+def fifo_pair(directory):
+    """Two FIFOs for two fakes to meet at (``RENDEZVOUS``)."""
+    paths = (os.path.join(directory, 'meet0'),
+             os.path.join(directory, 'meet1'))
+    for path in paths:
+        os.mkfifo(path)
+    return paths
+
+
 class FakeProgram:
     """An executable ``bin/<name>`` written from ``script`` (a Python
-    program template with ``%(python)s``). It reads the plan from the file
-    named by ``<ENV>_PLAN`` and appends each call to ``<ENV>_CALLS``."""
+    program template with ``%(python)s`` and ``%(rendezvous)s``). It reads
+    the plan from the file named by ``<ENV>_PLAN`` and appends each call to
+    ``<ENV>_CALLS``."""
 
     def __init__(self, directory, name, script, monkeypatch):
         self.bin = os.path.join(directory, 'bin')
         os.makedirs(self.bin)
         self.program = os.path.join(self.bin, name)
         with open(self.program, 'w') as f:
-            f.write(script % {'python': sys.executable})
+            f.write(script % {'python': sys.executable,
+                              'rendezvous': RENDEZVOUS})
         os.chmod(self.program, stat.S_IRWXU)
         self.plan_file = os.path.join(directory, 'plan.json')
         self.calls_file = os.path.join(directory, 'calls.jsonl')

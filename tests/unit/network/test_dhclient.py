@@ -21,6 +21,7 @@ from tests.unit.network import fakes
 
 FAKE_DHCLIENT = '''#!%(python)s
 import json, os, signal, sys, time
+%(rendezvous)s
 
 args = sys.argv[1:]
 iface = args[-1]
@@ -57,15 +58,8 @@ if '-r' in args:
     lease(plan['server'], time.strftime('0 %%Y/%%m/%%d %%H:%%M:%%S',
                                         time.gmtime()))
     sys.exit(0)
-if plan.get('touch'):
-    open(plan['touch'], 'w').close()
-if plan.get('wait_for'):
-    deadline = time.monotonic() + 5
-    while not os.path.exists(plan['wait_for']):
-        if time.monotonic() > deadline:
-            print('nobody else ran', flush=True)
-            sys.exit(3)
-        time.sleep(0.01)
+if plan.get('meet'):
+    rendezvous(*plan['meet'])
 if plan.get('hang'):
     while True:
         signal.pause()
@@ -198,11 +192,9 @@ def test_no_lease_is_a_failure_and_dhclients_output_is_kept(
 def test_interfaces_are_leased_in_parallel(backend, fake, tmp_path):
     # Each fake waits for the other to have started: run one after the
     # other, the first would give up.
-    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-    fake.plan({'eth0': {'server': '198.18.1.1', 'touch': one,
-                        'wait_for': two},
-               'eth1': {'server': '198.18.2.1', 'touch': two,
-                        'wait_for': one}})
+    one, two = fakes.fifo_pair(str(tmp_path))
+    fake.plan({'eth0': {'server': '198.18.1.1', 'meet': [one, two]},
+               'eth1': {'server': '198.18.2.1', 'meet': [two, one]}})
 
     statuses = backend.configure(['eth0', 'eth1'], 5)
 

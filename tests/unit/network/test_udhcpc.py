@@ -11,6 +11,7 @@ configures interfaces (``test_udhcpc_script.py`` runs that one with a fake
 """
 
 import os
+import select
 import signal
 import stat
 import time
@@ -25,6 +26,7 @@ from tests.unit.network import fakes
 
 FAKE_UDHCPC = '''#!%(python)s
 import json, os, signal, sys, time
+%(rendezvous)s
 
 args = sys.argv[1:]
 opts = {}
@@ -87,14 +89,8 @@ def release(signum, frame):
 
 signal.signal(signal.SIGUSR1, renew)
 signal.signal(signal.SIGUSR2, release)
-if plan.get('wait_for'):
-    open(plan['touch'], 'w').close()
-    deadline = time.monotonic() + 5
-    while not os.path.exists(plan['wait_for']):
-        if time.monotonic() > deadline:
-            print('nobody else ran', flush=True)
-            sys.exit(3)
-        time.sleep(0.01)
+if plan.get('meet'):
+    rendezvous(*plan['meet'])
 if plan.get('server'):
     if plan.get('applying'):
         # The script applies the lease slowly: its marker, then the lease.
@@ -144,12 +140,10 @@ def daemon_pid(backend, name):
 
 def test_each_interface_gets_its_udhcpc_in_parallel(backend, fake,
                                                     state_dir, tmp_path):
-    touch0, touch1 = str(tmp_path / 'ran0'), str(tmp_path / 'ran1')
+    meet0, meet1 = fakes.fifo_pair(str(tmp_path))
     # Each one waits until the other one runs: only parallel runs lease.
-    fake.plan({'eth0': {'server': '198.18.1.1', 'touch': touch0,
-                        'wait_for': touch1},
-               'eth1': {'server': '198.18.2.1', 'touch': touch1,
-                        'wait_for': touch0}})
+    fake.plan({'eth0': {'server': '198.18.1.1', 'meet': [meet0, meet1]},
+               'eth1': {'server': '198.18.2.1', 'meet': [meet1, meet0]}})
 
     statuses = backend.configure(['eth0', 'eth1'], 10)
 
@@ -358,15 +352,17 @@ def test_a_killed_udhcpc_is_reaped(backend, fake):
     fake.plan({'eth0': {'server': '198.18.1.1'}})
     backend.configure(['eth0'], 10)
     pid = daemon_pid(backend, 'eth0')
+    exited = os.pidfd_open(pid)  # readable once the process has exited
     os.kill(pid, signal.SIGKILL)
+    try:
+        assert select.select([exited], [], [], 5)[0], 'pid %d lives' % pid
+    finally:
+        os.close(exited)
 
     # A zombie is no running udhcpc, and the backend reaps it when it
     # looks for it.
-    deadline = time.monotonic() + 5
-    while daemon_pid(backend, 'eth0') is not None or \
-            os.path.exists('/proc/%d' % pid):
-        assert time.monotonic() < deadline, 'pid %d not reaped' % pid
-        time.sleep(0.02)
+    assert daemon_pid(backend, 'eth0') is None
+    assert not os.path.exists('/proc/%d' % pid)
 
 
 def test_from_conf(tmp_path):
