@@ -18,7 +18,6 @@ import sys
 import pytest
 
 from tests.e2e import netns
-from tests.functional.conftest import Bus
 from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import transport_url
 from tests.unit.test_init_script import PLAIN_PATH
@@ -39,13 +38,6 @@ def lab(tmp_path):
         yield lab
     finally:
         lab.close()
-
-
-@pytest.fixture
-def bus():
-    bus = Bus(transport_url())
-    yield bus
-    bus.close()
 
 
 @pytest.fixture(params=['start-stop-daemon', 'sh'])

@@ -33,7 +33,6 @@ from rescue_worker import sandbox
 from tests.e2e import netns
 from tests.e2e.test_network_step import in_node
 from tests.e2e.test_network_step import statuses
-from tests.functional.conftest import Bus
 from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import transport_url
 from tests.functional.conftest import wait_ready
@@ -166,13 +165,6 @@ def test_no_ipv6_router_and_no_dhcpv4_server_fails_within_dhcp_timeout(
 
 
 # -- the whole rescue ---------------------------------------------------------
-
-@pytest.fixture
-def bus():
-    bus = Bus(transport_url())
-    yield bus
-    bus.close()
-
 
 def test_end_reports_a_global_ipv6_address_on_each_link(tmp_path, lab, bus):
     lab.node_url = netns.node_url(lab, transport_url())
