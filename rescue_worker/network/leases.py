@@ -124,13 +124,18 @@ def parse(text: str) -> list[Lease]:
     return found
 
 
-def read(path: str) -> list[Lease]:
-    """The leases of the file at ``path``; none when it does not exist."""
+def _text(path: str) -> str:
+    """The file's text; empty when it does not exist (no lease yet)."""
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
-            return parse(f.read())
+            return f.read()
     except FileNotFoundError:
-        return []
+        return ''
+
+
+def read(path: str) -> list[Lease]:
+    """The leases of the file at ``path``; none when it does not exist."""
+    return parse(_text(path))
 
 
 def newest(path: str, interface: str,
@@ -217,11 +222,7 @@ def _collect_addresses(statements: list, addresses: list[str],
 def read6(path: str) -> list[Lease6]:
     """The DHCPv6 leases of the file at ``path``; none when it does not
     exist."""
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return parse6(f.read())
-    except FileNotFoundError:
-        return []
+    return parse6(_text(path))
 
 
 def newest6(path: str, interface: str,
