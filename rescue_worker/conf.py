@@ -13,9 +13,11 @@ import itertools
 from oslo_config import cfg
 from oslo_config import types
 
+from rescue_worker import contract
+
 GROUP = 'rescue_worker'
 
-CONTROL_EXCHANGE = 'rescue_worker'
+CONTROL_EXCHANGE = contract.CONTROL_EXCHANGE
 
 HASH_SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
 
@@ -34,7 +36,7 @@ identity_opts = [
                     'It is the RPC server name: the conductor casts to '
                     'topic "<topic>.<node_id>".'),
     cfg.StrOpt('topic',
-               default='rescue_worker',
+               default=contract.DEFAULT_TOPIC,
                help='RPC topic the worker listens on.'),
 ]
 

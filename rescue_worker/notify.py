@@ -17,17 +17,17 @@ import oslo_messaging
 
 LOG = logging.getLogger(__name__)
 
-OBJECT_NAMESPACE = 'rescue_worker'
+from rescue_worker.payloads import EVENT_END  # noqa: F401
+from rescue_worker.payloads import EVENT_ERROR  # noqa: F401
+from rescue_worker.payloads import EVENT_READY  # noqa: F401
+from rescue_worker.payloads import EVENT_START  # noqa: F401
+from rescue_worker.payloads import EVENT_STOPPED  # noqa: F401
+from rescue_worker.payloads import OBJECT_NAMESPACE  # noqa: F401
+from rescue_worker.payloads import payload_data  # noqa: F401
+
 PAYLOAD_VERSION = '1.0'
 FINALIZE_PAYLOAD = 'FinalizeRescuePayload'
 WORKER_PAYLOAD = 'WorkerPayload'
-
-EVENT_READY = 'rescue_worker.worker.ready'
-EVENT_STOPPED = 'rescue_worker.worker.stopped'
-EVENT_START = 'rescue_worker.finalize_rescue.start'
-EVENT_END = 'rescue_worker.finalize_rescue.end'
-EVENT_ERROR = 'rescue_worker.finalize_rescue.error'
-
 _KEY = OBJECT_NAMESPACE + '_object.'
 
 
@@ -90,11 +90,6 @@ def envelope(name: str, data: dict) -> dict:
             _KEY + 'namespace': OBJECT_NAMESPACE,
             _KEY + 'version': PAYLOAD_VERSION,
             _KEY + 'data': data}
-
-
-def payload_data(payload: dict) -> dict:
-    """The ``data`` of an envelope (for consumers of notifications)."""
-    return payload[_KEY + 'data']
 
 
 def finalize_data(*, node_id: str, request_id: str, username: str,
