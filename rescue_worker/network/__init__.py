@@ -2,14 +2,16 @@
 
 - ``interfaces``: list the node's interfaces (netifaces and sysfs), the skip
   rules, bringing a link up, waiting for carrier, reading addresses back;
-- ``base``: the ``DhcpBackend`` interface, the per-interface statuses of the
-  wire contract, and ``get_backend`` (chosen by ``[rescue_worker]
-  dhcp_backend``);
+- ``base``: the ``DhcpBackend`` interface and ``get_backend`` (chosen by
+  ``[rescue_worker] dhcp_backend``); the per-interface statuses it returns
+  are the wire's, ``rescue_worker.payloads.DHCP_*``;
 - ``dhclient``, ``udhcpc``, ``networkd``, ``noop``: the backends
   (``udhcpc-script.sh``: the lease script of the ``udhcpc`` one);
 - ``ipv6``: router advertisements (SLAAC) and DHCPv6 beside the IPv4 lease,
   for the backends that run a client per interface;
-- ``leases``: reading ISC dhclient lease files (IPv4 and IPv6).
+- ``leases``: reading ISC dhclient lease files (IPv4 and IPv6);
+- ``processes``: whether a program it started (a DHCP client's daemon)
+  still runs.
 
 The network step (``rescue_worker.steps.network``) uses all of it once; the
 tenant network keeper that runs after lockdown uses a backend's ``renew``

@@ -1,4 +1,4 @@
-"""The DHCP backend interface, the interface statuses, and backend lookup.
+"""The DHCP backend interface, and backend lookup.
 
 A backend configures addresses on interfaces that are up with a carrier.
 The network step calls ``configure`` once per group of interfaces whose
@@ -16,23 +16,15 @@ from __future__ import annotations
 
 import abc
 import importlib
-import time
 from collections.abc import Sequence
 
 from oslo_config import cfg
 
-# The per-interface statuses of the wire contract ("dhcp" of each entry of
-# the notification's "interfaces").
-LEASED = 'leased'            # a DHCP lease is held now
-CONFIGURED = 'configured'    # persistent config written, a daemon leases
-NO_CARRIER = 'no_carrier'    # no link; not tried
-SKIPPED = 'skipped'          # reported only (dhcp_backend = none)
-FAILED = 'failed'            # tried, got nothing
+from rescue_worker import payloads
 
-STATUSES = (LEASED, CONFIGURED, NO_CARRIER, SKIPPED, FAILED)
-
-#: the statuses that make the network step succeed
-SUCCESSFUL = frozenset({LEASED, CONFIGURED})
+# The wire's statuses live in rescue_worker.payloads; the tenant network
+# keeper (rescue_worker.service) still reads this name.
+LEASED = payloads.DHCP_LEASED
 
 #: name (``[rescue_worker] dhcp_backend``) -> "module:class"
 BACKENDS = {
@@ -67,8 +59,9 @@ class DhcpBackend(abc.ABC):
     def configure(self, interfaces: Sequence[str],
                   timeout: float) -> dict[str, str]:
         """Configure ``interfaces`` (up, with carrier), in parallel, within
-        about ``timeout`` seconds; return each one's status (``LEASED``,
-        ``CONFIGURED``, ``FAILED``, or ``SKIPPED`` for a passive backend).
+        about ``timeout`` seconds; return each one's status (a
+        ``payloads.DHCP_*``: leased, configured, failed, or skipped for a
+        passive backend).
 
         :raises BackendError: nothing can be configured with this backend.
         """
@@ -83,7 +76,7 @@ class DhcpBackend(abc.ABC):
         """Ask again for an address on ``interface`` now, from whichever
         server answers on its network today, without taking the link
         down; return the status as ``configure`` does."""
-        return SKIPPED
+        return payloads.DHCP_SKIPPED
 
     def lease_server(self, interface: str) -> str | None:
         """The address of the DHCP server whose lease ``interface`` holds,
@@ -115,23 +108,3 @@ def backend_class(name: str) -> type[DhcpBackend]:
 def format_seconds(value: float) -> str:
     """'30' for 30.0, '2.5' for 2.5: seconds as an operator reads them."""
     return ('%d' % value) if float(value).is_integer() else ('%.1f' % value)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` ended (or is a zombie); whether it did.
-
-    A DHCP client's daemon is usually no child of this process, so there
-    is nothing to wait() on: its /proc entry is polled.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open('/proc/%d/stat' % pid) as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state in ('Z', 'X'):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)

@@ -50,10 +50,11 @@ import time
 from oslo_config import cfg
 
 from rescue_worker import atomic
-from rescue_worker.network import base
+from rescue_worker import payloads
 from rescue_worker.network import dhcp_client
 from rescue_worker.network import ipv6 as net_ipv6
 from rescue_worker.network import leases
+from rescue_worker.network import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            if base.wait_gone(pid, STOP_TIMEOUT):
+            if processes.wait_gone(pid, STOP_TIMEOUT):
                 return
         LOG.warning('dhclient (pid %d) on %s did not end', pid, interface)
 
@@ -210,7 +211,7 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         if code == 0:
             LOG.info('%s leased on %s in %.1f s', name, interface, elapsed)
             self._wait_for_daemon(interface, family)
-            return base.LEASED
+            return payloads.DHCP_LEASED
         if code is None and give_up is not None and give_up.is_set():
             LOG.info('%s on %s given up after %.1f s', name, interface,
                      elapsed)
@@ -222,7 +223,7 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
             LOG.warning('%s got no lease on %s in %.1f s (exit code '
                         '%d); see %s', name, interface, elapsed, code,
                         paths.log)
-        return base.FAILED
+        return payloads.DHCP_FAILED
 
     def _run(self, program: str, options: list[str], interface: str,
              paths: Paths, bound: float,

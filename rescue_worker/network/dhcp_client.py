@@ -17,8 +17,10 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent import futures
 
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import ipv6 as net_ipv6
+from rescue_worker.network import processes
 
 
 def running_client(pid_file: str, name: str,
@@ -33,15 +35,17 @@ def running_client(pid_file: str, name: str,
             pid = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+    state = processes.process_state(pid)
+    if state is None:
+        return None
+    if state in processes.ENDED_STATES:
+        if on_exited is not None:
+            on_exited(pid)
+        return None
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            if f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
-                if on_exited is not None:
-                    on_exited(pid)
-                return None
         with open('/proc/%d/cmdline' % pid, 'rb') as f:
             argv = f.read().split(b'\0')
-    except (OSError, IndexError):
+    except OSError:
         return None
     named = any(os.path.basename(arg).startswith(os.fsencode(name))
                 for arg in argv[:2])
@@ -134,27 +138,27 @@ class DhcpClientBackend(base.DhcpBackend):
 
     def _configure_one(self, program: str, interface: str, timeout: float,
                        renew: bool) -> str:
-        status, outcome = net_ipv6.configure_interface(
+        status, ipv6_result = net_ipv6.configure_interface(
             interface, timeout,
             lambda give_up: self._lease(program, interface, timeout, 4,
                                         renew, give_up),
             self.autoconf,
             lambda name, seconds: self._lease6(program, name, seconds,
                                                renew))
-        if outcome is not None:
-            if outcome.leased:
+        if ipv6_result is not None:
+            if ipv6_result.leased:
                 self._ipv6_problems.pop(interface, None)
             else:
-                self._ipv6_problems[interface] = outcome.describe()
+                self._ipv6_problems[interface] = ipv6_result.describe()
         return status
 
     def _lease6(self, program: str, interface: str, timeout: float,
                 renew: bool) -> tuple[str, str | None]:
         program6, missing = self._program6(program)
         if program6 is None:
-            return base.FAILED, missing
+            return payloads.DHCP_FAILED, missing
         status = self._lease(program6, interface, timeout, 6, renew)
-        if status == base.LEASED:
+        if status == payloads.DHCP_LEASED:
             return status, None
         return status, 'no DHCPv6 server answered (see %s)' % (
             self.paths(interface, 6).log)

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from concurrent import futures
 
 from rescue_worker import atomic
+from rescue_worker import payloads
 from rescue_worker.network import base
 
 LOG = logging.getLogger(__name__)
@@ -342,13 +343,13 @@ class Ipv4Progress:
 
 
 @dataclasses.dataclass
-class Outcome:
+class AutoconfResult:
     """What IPv6 came to on one interface."""
 
     #: the RA that came, None when no router answered
     advertisement: RouterAdvertisement | None = None
-    #: the DHCPv6 client's status (``base.LEASED``/``FAILED``), None when
-    #: it did not run
+    #: the DHCPv6 client's status (``DHCP_LEASED``/``DHCP_FAILED``), None
+    #: when it did not run
     dhcpv6: str | None = None
     #: global addresses the interface ended with (usable)
     addresses: list[str] = dataclasses.field(default_factory=list)
@@ -410,36 +411,37 @@ class Autoconf:
             return None
 
     def run(self, interface: str, timeout: float, ipv4: Ipv4Progress,
-            dhcpv6: Dhcpv6Client | None) -> Outcome:
+            dhcpv6: Dhcpv6Client | None) -> AutoconfResult:
         deadline = self.clock() + timeout
         try:
             enable(interface, self.proc_sys)
             solicitor = self.solicitor(interface)
         except (Ipv6Unavailable, OSError) as exc:
             LOG.warning('No IPv6 on %s: %s', interface, exc)
-            return Outcome(problem=str(exc))
+            return AutoconfResult(problem=str(exc))
         with solicitor:
             advertisement = self._wait_for_advertisement(
                 solicitor, deadline, ipv4)
         if advertisement is None:
             LOG.info('No IPv6 router answered on %s', interface)
-            return Outcome()
+            return AutoconfResult()
         LOG.info('Router advertisement on %s: %s', interface,
                  advertisement.describe())
         self._record(interface, advertisement)
-        outcome = Outcome(advertisement=advertisement)
+        result = AutoconfResult(advertisement=advertisement)
         if advertisement.managed:
             if dhcpv6 is None:
-                outcome.problem = ('the router asks for DHCPv6 and there '
+                result.problem = ('the router asks for DHCPv6 and there '
                                    'is no DHCPv6 client')
             else:
                 self._wait_for_link_local(interface, deadline)
-                outcome.dhcpv6, outcome.problem = dhcpv6(
+                result.dhcpv6, result.problem = dhcpv6(
                     interface, max(deadline - self.clock(), 1.0))
-        self._wait_for_addresses(interface, advertisement.slaac_prefixes,
-                                 outcome.dhcpv6 == base.LEASED, deadline)
-        outcome.addresses = usable_global(interface, self.if_inet6)
-        return outcome
+        self._wait_for_addresses(
+            interface, advertisement.slaac_prefixes,
+            result.dhcpv6 == payloads.DHCP_LEASED, deadline)
+        result.addresses = usable_global(interface, self.if_inet6)
+        return result
 
     def _wait_for_advertisement(self, solicitor: RouterSolicitor,
                                 deadline: float, ipv4: Ipv4Progress
@@ -539,7 +541,7 @@ def configure_interface(interface: str, timeout: float,
                         autoconf: Autoconf | None,
                         dhcpv6: Dhcpv6Client | None,
                         clock: Callable[[], float] = time.monotonic
-                        ) -> tuple[str, Outcome | None]:
+                        ) -> tuple[str, AutoconfResult | None]:
     """IPv4 and, with ``autoconf``, IPv6 side by side; the interface's
     status (``LEASED`` when either family got an address) and what IPv6
     came to (None without ``autoconf``).
@@ -556,22 +558,23 @@ def configure_interface(interface: str, timeout: float,
     started = clock()
 
     def run_ipv4() -> str:
-        status = base.FAILED
+        status = payloads.DHCP_FAILED
         try:
             status = lease4(give_up)
             return status
         finally:
-            progress.finish(status == base.LEASED)
+            progress.finish(status == payloads.DHCP_LEASED)
 
     with futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix='ipv4-%s' % interface) as pool:
         job = pool.submit(run_ipv4)
         try:
-            outcome = autoconf.run(interface, timeout, progress, dhcpv6)
+            ipv6_result = autoconf.run(interface, timeout, progress, dhcpv6)
         except Exception as exc:
             LOG.exception('IPv6 on %s failed unexpectedly', interface)
-            outcome = Outcome(problem='IPv6 failed unexpectedly: %s' % exc)
-        if outcome.leased:
+            ipv6_result = AutoconfResult(
+                problem='IPv6 failed unexpectedly: %s' % exc)
+        if ipv6_result.leased:
             with contextlib.suppress(futures.TimeoutError):
                 job.result(max(started + IPV4_GRACE - clock(), 0.0))
             if not job.done():
@@ -580,7 +583,7 @@ def configure_interface(interface: str, timeout: float,
                          base.format_seconds(IPV4_GRACE))
                 give_up.set()
         status4 = job.result()
-    LOG.info('IPv6 on %s: %s', interface, outcome.describe())
-    if status4 == base.LEASED or outcome.leased:
-        return base.LEASED, outcome
-    return status4, outcome
+    LOG.info('IPv6 on %s: %s', interface, ipv6_result.describe())
+    if status4 == payloads.DHCP_LEASED or ipv6_result.leased:
+        return payloads.DHCP_LEASED, ipv6_result
+    return status4, ipv6_result

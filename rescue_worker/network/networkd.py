@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from rescue_worker import atomic
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import interfaces as net_interfaces
 
@@ -133,8 +134,8 @@ class NetworkdBackend(base.DhcpBackend):
                                    timeout)
                 if error is not None:
                     self._last_error = error
-                    return dict.fromkeys(interfaces, base.FAILED)
-        return dict.fromkeys(interfaces, base.CONFIGURED)
+                    return dict.fromkeys(interfaces, payloads.DHCP_FAILED)
+        return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
 
     def _write(self, interface: str) -> None:
         path = self.network_file(interface)
@@ -169,13 +170,13 @@ class NetworkdBackend(base.DhcpBackend):
     def renew(self, interface: str, timeout: float) -> str:
         program = self._networkctl()
         if program is None:
-            return base.SKIPPED
+            return payloads.DHCP_SKIPPED
         error = self._call(program, ['renew', interface], timeout)
         if error is not None:
             LOG.warning('Could not renew the lease of %s: %s', interface,
                         error)
-            return base.FAILED
-        return base.CONFIGURED
+            return payloads.DHCP_FAILED
+        return payloads.DHCP_CONFIGURED
 
     def lease_server(self, interface: str) -> str | None:
         if not self.live:

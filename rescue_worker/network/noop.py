@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rescue_worker import payloads
 from rescue_worker.network import base
 
 
@@ -18,4 +19,4 @@ class NoopBackend(base.DhcpBackend):
 
     def configure(self, interfaces: Sequence[str],
                   timeout: float) -> dict[str, str]:
-        return dict.fromkeys(interfaces, base.SKIPPED)
+        return dict.fromkeys(interfaces, payloads.DHCP_SKIPPED)

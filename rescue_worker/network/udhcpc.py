@@ -53,9 +53,11 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from rescue_worker import atomic
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import dhcp_client
 from rescue_worker.network import ipv6 as net_ipv6
+from rescue_worker.network import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -222,7 +224,7 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
             pid = self._daemon_pid(interface, family)
             if pid is not None:
                 if self._signal_renew(paths, pid, interface, timeout):
-                    return base.LEASED
+                    return payloads.DHCP_LEASED
                 timeout = max(timeout - (time.monotonic() - started),
                               MIN_LEASE_TIME)
         # One udhcpc per interface: an earlier one (its address stays)
@@ -259,19 +261,19 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                          state.get('ip') or state.get('ipv6'), interface,
                          state.get('serverid') or 'a server',
                          time.monotonic() - started)
-                return base.LEASED
+                return payloads.DHCP_LEASED
             code = process.poll()
             if code is not None:
                 LOG.warning('%s on %s ended with exit code %d before a '
                             'lease; see %s', name, interface, code,
                             paths.log)
                 _forget(process.pid)
-                return base.FAILED
+                return payloads.DHCP_FAILED
             if give_up is not None and give_up.is_set():
                 LOG.info('%s on %s given up after %.1f s', name, interface,
                          time.monotonic() - started)
                 self._kill(process.pid)
-                return base.FAILED
+                return payloads.DHCP_FAILED
             if time.monotonic() >= deadline:
                 if not graced and self._applying(paths) == process.pid:
                     LOG.info('%s on %s: a lease came in time, its script '
@@ -283,7 +285,7 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                             interface, base.format_seconds(timeout),
                             paths.log)
                 self._kill(process.pid)
-                return base.FAILED
+                return payloads.DHCP_FAILED
             time.sleep(POLL_INTERVAL)
 
     @staticmethod
@@ -360,7 +362,7 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                     os.killpg(pid, sig)
                 else:
                     os.kill(pid, sig)
-            if base.wait_gone(pid, STOP_TIMEOUT):
+            if processes.wait_gone(pid, STOP_TIMEOUT):
                 break
         else:
             LOG.warning('udhcpc (pid %d) did not end', pid)

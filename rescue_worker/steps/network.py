@@ -47,6 +47,7 @@ import netifaces
 from oslo_config import cfg
 
 from rescue_worker import errors
+from rescue_worker import payloads
 from rescue_worker import pipeline
 from rescue_worker.network import base
 from rescue_worker.network import interfaces as net_interfaces
@@ -105,15 +106,15 @@ class NetworkStep(pipeline.Step):
                 skipped[interface.name] = reason
         names = [interface.name for interface in candidates]
 
-        outcome = _Outcome()
+        result = _ConfigureResult()
         if backend.passive:
-            outcome.statuses.update(backend.configure(names, timeout))
+            result.statuses.update(backend.configure(names, timeout))
         else:
             self._configure(backend, names, timeout, carrier_timeout,
-                            outcome)
+                            result)
 
         state.interfaces = [self._report(interface,
-                                         outcome.statuses[interface.name])
+                                         result.statuses[interface.name])
                             for interface in candidates]
         for entry in state.interfaces:
             LOG.info('Interface %s (%s): %s, IPv4 %s, IPv6 %s',
@@ -122,24 +123,24 @@ class NetworkStep(pipeline.Step):
                      ', '.join(entry['ipv6']) or 'none')
 
         if not backend.passive and not any(
-                status in base.SUCCESSFUL
-                for status in outcome.statuses.values()):
+                status in payloads.DHCP_SUCCESSFUL
+                for status in result.statuses.values()):
             raise errors.RescueError(errors.NETWORK_FAILED, _failure_message(
-                backend, listed, skipped, outcome, timeout,
+                backend, listed, skipped, result, timeout,
                 carrier_timeout))
         return _detail(backend, state.interfaces, skipped)
 
     def _configure(self, backend: base.DhcpBackend, names: Sequence[str],
                    timeout: float, carrier_timeout: float,
-                   outcome: _Outcome) -> None:
+                   result: _ConfigureResult) -> None:
         up = []
         for name in names:
             try:
                 self.link_up(name)
             except net_interfaces.LinkError as exc:
                 LOG.warning('Could not bring up %s: %s', name, exc)
-                outcome.statuses[name] = base.FAILED
-                outcome.link_errors[name] = str(exc)
+                result.statuses[name] = payloads.DHCP_FAILED
+                result.link_errors[name] = str(exc)
             else:
                 up.append(name)
         if not up:
@@ -153,23 +154,23 @@ class NetworkStep(pipeline.Step):
                         self.poll_interval)]
             for ready, job in jobs:
                 try:
-                    outcome.statuses.update(job.result())
+                    result.statuses.update(job.result())
                 except base.BackendError as exc:
-                    outcome.backend_error = str(exc)
-                    outcome.statuses.update(dict.fromkeys(ready,
-                                                          base.FAILED))
-                    outcome.backend_failed.update(ready)
+                    result.backend_error = str(exc)
+                    result.statuses.update(dict.fromkeys(ready,
+                                                          payloads.DHCP_FAILED))
+                    result.backend_failed.update(ready)
                 except Exception:
                     LOG.exception('The %s backend failed unexpectedly on '
                                   '%s', backend.name, ', '.join(ready))
-                    outcome.statuses.update(dict.fromkeys(ready,
-                                                          base.FAILED))
-                    outcome.backend_failed.update(ready)
-                    outcome.backend_error = outcome.backend_error or (
+                    result.statuses.update(dict.fromkeys(ready,
+                                                          payloads.DHCP_FAILED))
+                    result.backend_failed.update(ready)
+                    result.backend_error = result.backend_error or (
                         'the %s backend failed unexpectedly; the worker '
                         'log on the node has the traceback' % backend.name)
         for name in up:
-            outcome.statuses.setdefault(name, base.NO_CARRIER)
+            result.statuses.setdefault(name, payloads.DHCP_NO_CARRIER)
 
     def _report(self, interface: net_interfaces.Interface,
                 status: str) -> dict:
@@ -178,7 +179,7 @@ class NetworkStep(pipeline.Step):
                 'dhcp': status, 'ipv4': ipv4, 'ipv6': ipv6}
 
 
-class _Outcome:
+class _ConfigureResult:
     """What configuring the interfaces came to, for the report."""
 
     def __init__(self) -> None:
@@ -216,7 +217,7 @@ def _detail(backend: base.DhcpBackend, entries: Sequence[dict],
 
 def _failure_message(backend: base.DhcpBackend,
                      listed: Sequence[net_interfaces.Interface],
-                     skipped: dict[str, str], outcome: _Outcome,
+                     skipped: dict[str, str], result: _ConfigureResult,
                      timeout: float, carrier_timeout: float) -> str:
     if not listed:
         return ('no network interface found on the node; check that the '
@@ -227,21 +228,22 @@ def _failure_message(backend: base.DhcpBackend,
                 'or skip_generated_mac' % _skipped_text(skipped))
 
     # In the order the interfaces were listed.
-    statuses = {interface.name: outcome.statuses[interface.name]
+    statuses = {interface.name: result.statuses[interface.name]
                 for interface in listed
-                if interface.name in outcome.statuses}
+                if interface.name in result.statuses}
     parts = []
-    if outcome.backend_error:
-        parts.append(outcome.backend_error)
+    if result.backend_error:
+        parts.append(result.backend_error)
     failed = [name for name, status in statuses.items()
-              if status == base.FAILED and name not in outcome.link_errors
-              and name not in outcome.backend_failed]
+              if status == payloads.DHCP_FAILED
+              and name not in result.link_errors
+              and name not in result.backend_failed]
     if failed:
         parts.append(backend.failure_hint(failed, timeout))
-    for name, error in outcome.link_errors.items():
+    for name, error in result.link_errors.items():
         parts.append('could not bring up %s (%s)' % (name, error))
     no_carrier = [name for name, status in statuses.items()
-                  if status == base.NO_CARRIER]
+                  if status == payloads.DHCP_NO_CARRIER]
     if no_carrier:
         parts.append('no carrier on %s within %s s; check the cabling and '
                      'that the switch ports are enabled' % (

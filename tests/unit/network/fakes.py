@@ -11,6 +11,7 @@ import os
 import stat
 import sys
 
+from rescue_worker import payloads
 from rescue_worker.network import base
 
 AF_LINK = 17
@@ -81,6 +82,19 @@ class FakeNode:
             for a in addresses]
 
 
+def alive(pid):
+    """Whether ``pid`` runs: exists and is no zombie (read from
+    ``/proc/<pid>/status``, not the way the code under test reads it)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('State:'):
+                    return line.split()[1] not in ('Z', 'X')
+    except OSError:
+        pass
+    return False
+
+
 class FakeBackend(base.DhcpBackend):
     """Records what it is asked; answers from ``results`` (name -> status,
     default ``leased``), and gives a leased interface ``addresses`` (IPv4,
@@ -105,8 +119,9 @@ class FakeBackend(base.DhcpBackend):
             raise self.error
         statuses = {}
         for name in interfaces:
-            statuses[name] = self.results.get(name, base.LEASED)
-            if statuses[name] == base.LEASED and name in self.addresses:
+            statuses[name] = self.results.get(name, payloads.DHCP_LEASED)
+            if (statuses[name] == payloads.DHCP_LEASED and
+                    name in self.addresses):
                 address = self.addresses[name]
                 if ':' in address:
                     self.node.set_ipv6(name, address)

@@ -4,6 +4,7 @@ import pytest
 from oslo_config import cfg
 
 from rescue_worker import conf as rw_conf
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import dhclient
 from rescue_worker.network import networkd
@@ -73,9 +74,9 @@ def test_the_none_backend_skips_everything_and_never_fails():
 
 
 def test_only_leased_and_configured_count_as_success():
-    assert base.SUCCESSFUL == {'leased', 'configured'}
-    assert set(base.STATUSES) == {'leased', 'configured', 'no_carrier',
-                                  'skipped', 'failed'}
+    assert payloads.DHCP_SUCCESSFUL == {'leased', 'configured'}
+    assert set(payloads.DHCP_STATUSES) == {
+        'leased', 'configured', 'no_carrier', 'skipped', 'failed'}
 
 
 def test_the_default_failure_hint_names_interfaces_and_bound():

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import dhclient
 from rescue_worker.network import ipv6
@@ -104,14 +105,6 @@ def backend(tmp_path, fake, image_config):
 
 def daemon_pid(backend, name):
     return backend._daemon_pid(name)
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in 'ZX'
-    except OSError:
-        return False
 
 
 # -- leasing ------------------------------------------------------------------
@@ -212,7 +205,7 @@ def test_a_dhclient_that_hangs_is_killed_at_its_bound(backend, fake,
     # timeout 1 s + reboot 1 s + grace
     assert statuses == {'eth0': 'failed'}
     assert time.monotonic() - started < 5
-    assert not alive(fake.calls()[0]['pid'])
+    assert not fakes.alive(fake.calls()[0]['pid'])
 
 
 def test_a_missing_dhclient_is_a_backend_error_saying_what_to_install(
@@ -271,7 +264,7 @@ def test_renew_replaces_the_running_dhclient_instead_of_adding_one(
 
     second = daemon_pid(backend, 'eth0')
     assert second is not None and second != first
-    assert not alive(first)
+    assert not fakes.alive(first)
     assert fake.calls()[-1]['argv'][:2] == ['-1', '-v']
 
 
@@ -283,8 +276,8 @@ def test_configuring_again_also_replaces_the_running_dhclient(backend,
 
     backend.configure(['eth0'], 5)
 
-    assert not alive(first)
-    assert alive(daemon_pid(backend, 'eth0'))
+    assert not fakes.alive(first)
+    assert fakes.alive(daemon_pid(backend, 'eth0'))
 
 
 def test_a_failed_renew_is_reported(backend, fake):
@@ -302,7 +295,7 @@ def test_stop_ends_the_daemon(backend, fake):
 
     backend.stop('eth0')
 
-    assert not alive(pid)
+    assert not fakes.alive(pid)
     assert daemon_pid(backend, 'eth0') is None
     backend.stop('eth0')  # nothing left to stop
 
@@ -361,12 +354,12 @@ class StubAutoconf:
 
     def run(self, interface, timeout, progress, dhcpv6):
         self.runs.append(interface)
-        outcome = ipv6.Outcome(advertisement=ipv6.RouterAdvertisement(
+        outcome = ipv6.AutoconfResult(advertisement=ipv6.RouterAdvertisement(
             router=self.router, managed=self.managed, other=False,
             router_lifetime=1800))
         if self.managed:
             outcome.dhcpv6, outcome.problem = dhcpv6(interface, timeout)
-            if outcome.dhcpv6 == base.LEASED:
+            if outcome.dhcpv6 == payloads.DHCP_LEASED:
                 outcome.addresses = self.addresses
         else:
             outcome.addresses = self.addresses
@@ -400,7 +393,7 @@ def test_a_managed_network_runs_dhclient_6_on_files_of_its_own(
             '-6', '-1', '-v', '-pf', directory + '/dhclient6-eth0.pid',
             '-lf', directory + '/dhclient6-eth0.leases',
             '-cf', directory + '/dhclient6-eth0.conf', 'eth0']
-        assert alive(backend._daemon_pid('eth0', 6))
+        assert fakes.alive(backend._daemon_pid('eth0', 6))
         # The keeper: with no IPv4 lease, the DHCPv6 server's DUID.
         assert backend.lease_server('eth0') == '0:1:0:1:aa:bb'
     finally:
@@ -420,7 +413,7 @@ def test_dhcpv4_is_given_up_once_ipv6_is_there(tmp_path, fake,
 
     assert time.monotonic() - started < 5
     [v4] = fake.calls()
-    assert not alive(v4['pid'])
+    assert not fakes.alive(v4['pid'])
 
 
 def test_ipv4_and_ipv6_both(tmp_path, fake, image_config):

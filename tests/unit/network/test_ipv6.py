@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from rescue_worker.network import base
+from rescue_worker import payloads
 from rescue_worker.network import ipv6
 
 ROUTER = 'fe80::1'
@@ -305,12 +305,12 @@ def test_managed_runs_the_dhcpv6_client_with_the_time_left(
         calls.append((interface, seconds))
         with open(if_inet6, 'a') as f:
             f.write('20010db8000100000000000000000100 02 80 00 00     eth0\n')
-        return base.LEASED, None
+        return payloads.DHCP_LEASED, None
 
     outcome = autoconf.run('eth0', 30, ipv6.Ipv4Progress(), dhcpv6)
 
     assert calls == [('eth0', pytest.approx(28.0))]
-    assert outcome.dhcpv6 == base.LEASED
+    assert outcome.dhcpv6 == payloads.DHCP_LEASED
     assert outcome.addresses == ['2001:db8:1::100']
 
 
@@ -321,7 +321,7 @@ def test_managed_without_a_dhcpv6_client_says_so(tmp_path, proc_sys,
     autoconf = make_autoconf(tmp_path, proc_sys, if_inet6, clock, solicitor)
 
     outcome = autoconf.run('eth0', 30, ipv6.Ipv4Progress(),
-                           lambda name, seconds: (base.FAILED,
+                           lambda name, seconds: (payloads.DHCP_FAILED,
                                                   'udhcpc6 is missing'))
 
     assert not outcome.leased
@@ -356,7 +356,7 @@ def test_a_socket_that_cannot_be_opened_is_no_ipv6(tmp_path, proc_sys,
 
 class StubAutoconf:
     def __init__(self, outcome=None, error=None, wait=None):
-        self.outcome = outcome or ipv6.Outcome()
+        self.outcome = outcome or ipv6.AutoconfResult()
         self.error = error
         self.wait = wait
         self.progress = None
@@ -374,21 +374,22 @@ def test_without_autoconf_only_ipv4_runs():
     events = []
 
     status, outcome = ipv6.configure_interface(
-        'eth0', 5, lambda give_up: events.append(give_up) or base.LEASED,
+        'eth0', 5,
+        lambda give_up: events.append(give_up) or payloads.DHCP_LEASED,
         None, None)
 
-    assert (status, outcome) == (base.LEASED, None)
+    assert (status, outcome) == (payloads.DHCP_LEASED, None)
     assert not events[0].is_set()
 
 
 @pytest.mark.parametrize('status4, addresses, expected', [
-    (base.LEASED, [], base.LEASED),
-    (base.FAILED, ['2001:db8:2::5'], base.LEASED),
-    (base.FAILED, [], base.FAILED),
+    (payloads.DHCP_LEASED, [], payloads.DHCP_LEASED),
+    (payloads.DHCP_FAILED, ['2001:db8:2::5'], payloads.DHCP_LEASED),
+    (payloads.DHCP_FAILED, [], payloads.DHCP_FAILED),
 ])
 def test_an_interface_is_leased_when_either_family_got_an_address(
         status4, addresses, expected):
-    autoconf = StubAutoconf(ipv6.Outcome(addresses=addresses))
+    autoconf = StubAutoconf(ipv6.AutoconfResult(addresses=addresses))
 
     status, outcome = ipv6.configure_interface(
         'eth0', 5, lambda give_up: status4, autoconf, None)
@@ -396,24 +397,24 @@ def test_an_interface_is_leased_when_either_family_got_an_address(
     assert status == expected
     assert outcome.addresses == addresses
     assert autoconf.progress.done
-    assert autoconf.progress.leased == (status4 == base.LEASED)
+    assert autoconf.progress.leased == (status4 == payloads.DHCP_LEASED)
 
 
 def test_ipv4_is_given_up_once_ipv6_is_there_and_it_had_its_grace(
         monkeypatch):
     monkeypatch.setattr(ipv6, 'IPV4_GRACE', 0.2)
-    autoconf = StubAutoconf(ipv6.Outcome(addresses=['2001:db8:2::5']))
+    autoconf = StubAutoconf(ipv6.AutoconfResult(addresses=['2001:db8:2::5']))
     given_up = []
 
     def lease4(give_up):
         started = time.monotonic()
         assert give_up.wait(5), 'never given up'
         given_up.append(time.monotonic() - started)
-        return base.FAILED
+        return payloads.DHCP_FAILED
 
     status, _ = ipv6.configure_interface('eth0', 30, lease4, autoconf, None)
 
-    assert status == base.LEASED
+    assert status == payloads.DHCP_LEASED
     assert 0.1 < given_up[0] < 2
 
 
@@ -421,23 +422,24 @@ def test_an_unexpected_ipv6_error_leaves_ipv4_as_it_is():
     autoconf = StubAutoconf(error=RuntimeError('boom'))
 
     status, outcome = ipv6.configure_interface(
-        'eth0', 5, lambda give_up: base.LEASED, autoconf, None)
+        'eth0', 5, lambda give_up: payloads.DHCP_LEASED, autoconf, None)
 
-    assert status == base.LEASED
+    assert status == payloads.DHCP_LEASED
     assert outcome.problem == 'IPv6 failed unexpectedly: boom'
 
 
 def test_ipv4_and_ipv6_run_at_the_same_time():
     both = threading.Barrier(2, timeout=5)
-    autoconf = StubAutoconf(ipv6.Outcome(addresses=['2001:db8:2::5']))
+    autoconf = StubAutoconf(ipv6.AutoconfResult(addresses=['2001:db8:2::5']))
     autoconf.run = lambda *args: both.wait() is not None and \
-        ipv6.Outcome(addresses=['2001:db8:2::5'])
+        ipv6.AutoconfResult(addresses=['2001:db8:2::5'])
 
     status, _ = ipv6.configure_interface(
-        'eth0', 5, lambda give_up: both.wait() is not None and base.LEASED,
+        'eth0', 5,
+        lambda give_up: both.wait() is not None and payloads.DHCP_LEASED,
         autoconf, None)
 
-    assert status == base.LEASED
+    assert status == payloads.DHCP_LEASED
 
 
 def test_the_hint_names_what_ipv6_came_to_per_interface():

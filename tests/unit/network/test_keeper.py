@@ -3,6 +3,7 @@ network's DHCP server, for a bounded time."""
 
 import threading
 
+from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import keeper
 
@@ -19,11 +20,11 @@ class SwitchingBackend(base.DhcpBackend):
         self.renewed = []
 
     def configure(self, interfaces, timeout):
-        return dict.fromkeys(interfaces, base.LEASED)
+        return dict.fromkeys(interfaces, payloads.DHCP_LEASED)
 
     def renew(self, interface, timeout):
         self.renewed.append(interface)
-        return base.LEASED
+        return payloads.DHCP_LEASED
 
     def lease_server(self, interface):
         rounds = self.renewed.count(interface)

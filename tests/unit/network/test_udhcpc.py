@@ -124,14 +124,6 @@ def backend(tmp_path, fake, state_dir):
         backend.stop(name)
 
 
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in 'ZX'
-    except OSError:
-        return False
-
-
 def daemon_pid(backend, name):
     return backend._daemon_pid(name, 4)
 
@@ -163,7 +155,7 @@ def test_each_interface_gets_its_udhcpc_in_parallel(backend, fake,
     # They stay on to renew their leases.
     for name, call in zip(('eth0', 'eth1'), calls, strict=True):
         assert daemon_pid(backend, name) == call['pid']
-        assert alive(call['pid'])
+        assert fakes.alive(call['pid'])
 
 
 def test_the_lease_script_is_the_packages_and_executable(backend, fake,
@@ -204,7 +196,7 @@ def test_no_server_fails_within_the_timeout_and_leaves_no_udhcpc(
     assert statuses == {'eth0': 'failed'}
     assert time.monotonic() - started < 3
     [call] = fake.calls()
-    assert not alive(call['pid'])
+    assert not fakes.alive(call['pid'])
     assert daemon_pid(backend, 'eth0') is None
     assert backend.lease_server('eth0') is None
 
@@ -300,7 +292,7 @@ def test_renew_without_an_answer_starts_a_udhcpc_that_discovers(
     assert backend.renew('eth0', 10) == 'leased'
 
     new = daemon_pid(backend, 'eth0')
-    assert new != old and alive(new) and not alive(old)
+    assert new != old and fakes.alive(new) and not fakes.alive(old)
     assert backend.lease_server('eth0') == '198.19.1.1'
 
 
@@ -318,7 +310,7 @@ def test_stop_ends_the_udhcpc(backend, fake):
 
     backend.stop('eth0')
 
-    assert not alive(pid)
+    assert not fakes.alive(pid)
     assert daemon_pid(backend, 'eth0') is None
     backend.stop('eth0')  # nothing left to stop
 
@@ -331,7 +323,7 @@ def test_release_has_udhcpc_give_the_lease_back_then_ends_it(backend,
 
     backend.release('eth0', 5)
 
-    assert not alive(pid)
+    assert not fakes.alive(pid)
     assert udhcpc.read_state(backend.paths('eth0').lease)['event'] == \
         'deconfig'
     assert backend.lease_server('eth0') is None
@@ -345,7 +337,7 @@ def test_a_stale_pid_file_is_never_trusted(backend, state_dir):
 
     assert daemon_pid(backend, 'eth0') is None
     backend.stop('eth0')
-    assert alive(os.getpid())
+    assert fakes.alive(os.getpid())
 
 
 def test_a_killed_udhcpc_is_reaped(backend, fake):

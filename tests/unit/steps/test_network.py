@@ -16,6 +16,7 @@ from oslo_config import cfg
 
 from rescue_worker import conf as rw_conf
 from rescue_worker import errors
+from rescue_worker import payloads
 from rescue_worker import pipeline
 from rescue_worker.network import base
 from rescue_worker.network import interfaces as net_interfaces
@@ -159,7 +160,7 @@ def test_an_interface_with_only_an_ipv6_address_counts_as_leased(
     # What the dhclient and udhcpc backends report for an IPv6-only
     # network: leased, no IPv4.
     backend = fakes.FakeBackend(node, addresses={'eth0': '2001:db8:2::5'},
-                                results={'eth1': base.FAILED})
+                                results={'eth1': payloads.DHCP_FAILED})
 
     state, detail = run(make_step(conf, node, links, backend))
 
@@ -287,7 +288,7 @@ def test_an_interface_whose_carrier_comes_later_is_configured_then(
 # -- success and failure ------------------------------------------------------
 
 def test_one_interface_leased_is_enough(conf, node, links):
-    backend = fakes.FakeBackend(node, results={'eth1': base.FAILED})
+    backend = fakes.FakeBackend(node, results={'eth1': payloads.DHCP_FAILED})
 
     state, detail = run(make_step(conf, node, links, backend))
 
@@ -300,8 +301,8 @@ def test_it_fails_when_no_interface_got_a_lease_and_says_what_to_check(
         conf, node, links):
     node.add('eth2', mac=MAC2)
     links.cabled.discard('eth2')
-    backend = fakes.FakeBackend(node, results={'eth0': base.FAILED,
-                                               'eth1': base.FAILED})
+    backend = fakes.FakeBackend(node, results={'eth0': payloads.DHCP_FAILED,
+                                               'eth1': payloads.DHCP_FAILED})
 
     state, exc = failure(make_step(conf, node, links, backend))
 
@@ -330,8 +331,9 @@ def test_it_fails_when_no_interface_has_a_carrier(conf, node, links):
 
 
 def test_a_configured_interface_counts_as_success(conf, node, links):
-    backend = fakes.FakeBackend(node, results={'eth0': base.CONFIGURED,
-                                               'eth1': base.FAILED})
+    backend = fakes.FakeBackend(node,
+                                results={'eth0': payloads.DHCP_CONFIGURED,
+                                         'eth1': payloads.DHCP_FAILED})
 
     state, _ = run(make_step(conf, node, links, backend))
 
@@ -341,7 +343,7 @@ def test_a_configured_interface_counts_as_success(conf, node, links):
 def test_a_link_that_cannot_be_brought_up_is_failed_and_named(
         conf, node, links):
     links.failing['eth1'] = 'ip link set eth1 up failed: No such device'
-    backend = fakes.FakeBackend(node, results={'eth0': base.FAILED})
+    backend = fakes.FakeBackend(node, results={'eth0': payloads.DHCP_FAILED})
 
     state, exc = failure(make_step(conf, node, links, backend))
 
