@@ -6,16 +6,20 @@ a change to one entry leaves every other line as it was, byte for byte:
 comments, blank lines, odd spacing, lines that are not even entries, and a
 missing newline at the end of the file.
 
-Nothing here writes a file; the account step does that with
-``rescue_worker.atomic.write_atomically``.
+The account step reads the files, hands them to ``plan_account`` (no I/O:
+tables in, the planned tables out) and writes what changed with
+``rescue_worker.atomic.write_atomically``. The rules both steps apply (the
+sudo group, the mode and owner each file gets) live here, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 
@@ -38,6 +42,17 @@ SYSTEM_GID_MAX = 999
 #: min, max, warn, inactive, expire, reserved (PASS_MIN_DAYS,
 #: PASS_MAX_DAYS, PASS_WARN_AGE of Debian's login.defs)
 SHADOW_DEFAULTS = ('0', '99999', '7', '', '', '')
+
+#: the group whose members sudo lets run anything (Debian's sudoers)
+SUDO_GROUP = 'sudo'
+#: Debian's gid of the sudo group (base-passwd), used when it is free
+SUDO_GID = 27
+#: the group that may read shadow and gshadow (unix_chkpwd, for screen
+#: lockers and the like)
+SHADOW_GROUP = 'shadow'
+
+SUDOERS_MODE = 0o440
+SUDOERS_DIR_MODE = 0o750
 
 
 def sudoers_content(username: str) -> bytes:
@@ -93,6 +108,14 @@ class Table:
                 raise
             return cls(path, nfields, b'', exists=False)
         return cls(path, nfields, data)
+
+    def copy(self) -> Table:
+        """A table with the same lines, to change without touching this
+        one."""
+        other = Table(self.path, self.nfields, self.original, self.exists)
+        other.lines = list(self.lines)
+        other.final_newline = self.final_newline
+        return other
 
     # -- reading -------------------------------------------------------------
 
@@ -236,6 +259,347 @@ def hash_problem(value: str | None) -> str | None:
     if not value.isascii():
         return 'the password hash contains a non-ASCII character'
     return None
+
+
+# -- the mode and owner of each file ----------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Ownership:
+    """The mode and owner (root unless said) a file gets when it is
+    written new, or rewritten because what it had was unsafe."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+
+    def for_write(self, owners: bool) -> tuple[int, int | None, int | None]:
+        """``mode, uid, gid`` for ``atomic.write_atomically``; without
+        ``owners`` (an unprivileged run on a scratch root, where nobody
+        else could own the files anyway) the writer's owner is kept."""
+        if not owners:
+            return self.mode, None, None
+        return self.mode, self.uid, self.gid
+
+
+def owners_apply(root_dir: str) -> bool:
+    """Whether files under ``root_dir`` are owned as on a real system: not
+    in a scratch root of an unprivileged run, where nobody else could own
+    them anyway."""
+    return os.geteuid() == 0 or os.path.realpath(root_dir) == '/'
+
+
+#: passwd and group: everybody reads them
+PUBLIC_FILE = Ownership(0o644)
+#: etc/sudoers.d/<user>: sudo ignores a file root does not own, or that
+#: others could write
+SUDOERS_FILE = Ownership(SUDOERS_MODE)
+SUDOERS_DIR = Ownership(SUDOERS_DIR_MODE)
+
+
+def secret_file_ownership(group: Table) -> Ownership:
+    """shadow and gshadow: 0640 root:shadow, or 0600 root:root on a system
+    without a shadow group."""
+    entry = group.get(SHADOW_GROUP)
+    gid = parse_id(entry[2]) if entry is not None else None
+    if gid is None:
+        return Ownership(0o600)
+    return Ownership(0o640, gid=gid)
+
+
+def sudoers_file_problem(st: os.stat_result, owners: bool) -> str | None:
+    """What is wrong with a sudoers.d file of these stats (lstat), worded
+    to follow its path, or None when it is as the account step writes
+    it."""
+    if not stat.S_ISREG(st.st_mode):
+        return 'is not a regular file, so sudo ignores it'
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != SUDOERS_FILE.mode:
+        return 'has mode %04o instead of %04o' % (mode, SUDOERS_FILE.mode)
+    if owners and st.st_uid != SUDOERS_FILE.uid:
+        return ('belongs to uid %d instead of root, so sudo ignores it' %
+                st.st_uid)
+    if owners and st.st_gid != SUDOERS_FILE.gid:
+        return 'belongs to gid %d instead of root' % st.st_gid
+    return None
+
+
+# -- planning: tables in, planned tables out, no I/O ------------------------
+
+class AccountConflict(Exception):
+    """The files do not allow the account as asked; the message names the
+    file and says what to fix, never the hash."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WantedAccount:
+    """What the account must look like once planned."""
+
+    username: str
+    #: the second field of the shadow entry
+    password_field: str = dataclasses.field(repr=False)
+    shell: str
+    sudo: bool
+    #: shadow's date of the last change, in days since the epoch
+    today: int
+
+
+@dataclasses.dataclass
+class AccountTables:
+    """The account databases of one system, as read."""
+
+    passwd: Table
+    shadow: Table
+    group: Table
+    #: None on a system without gshadow, where none is created
+    gshadow: Table | None = None
+
+    def copy(self) -> AccountTables:
+        return AccountTables(
+            self.passwd.copy(), self.shadow.copy(), self.group.copy(),
+            self.gshadow.copy() if self.gshadow is not None else None)
+
+    def in_write_order(self) -> list[Table]:
+        """passwd last: the entry there makes the user exist, so a crash
+        before it leaves no half-made user for a login to find."""
+        tables = [self.group, self.gshadow, self.shadow, self.passwd]
+        return [table for table in tables if table is not None]
+
+    def is_secret(self, table: Table) -> bool:
+        return table is self.shadow or table is self.gshadow
+
+
+@dataclasses.dataclass
+class AccountPlan:
+    """The outcome of ``plan_account``."""
+
+    uid: int
+    gid: int
+    created: bool
+    password_changed: bool
+    #: the planned content; a table whose ``changed`` is true needs writing
+    tables: AccountTables
+
+
+def plan_account(tables: AccountTables,
+                 wanted: WantedAccount) -> AccountPlan:
+    """Plan the entries of ``wanted`` in copies of ``tables``.
+
+    Every line but the user's own (and the sudo group's) is kept byte for
+    byte. The user's uid and gid are kept when it exists, else the first
+    id free in both passwd and group from ``USER_ID_MIN``.
+
+    :raises AccountConflict: a system account or group holds the name, the
+        sudo group's entry is malformed, or no id is free.
+    """
+    planned = tables.copy()
+    user = wanted.username
+    refuse_system_account(planned.passwd, planned.group, user)
+    old = _usable_entry(planned.passwd, user)
+    uid, gid, private = allocate_ids(planned.passwd, planned.group, user,
+                                     old)
+    _put_private_group(planned.group, planned.gshadow, user, private)
+    set_sudo_membership(planned.group, planned.gshadow, user, wanted.sudo)
+    password_changed = _put_shadow(planned.shadow, wanted)
+    gecos = old[4] if old is not None else ''
+    planned.passwd.put([user, 'x', str(uid), str(gid), gecos,
+                        '/home/%s' % user, wanted.shell])
+    return AccountPlan(uid=uid, gid=gid, created=old is None,
+                       password_changed=password_changed, tables=planned)
+
+
+_TAKEN_NAME_HOW = ('set [rescue_worker] username to a name that is not '
+                   'taken (the default is "rescue") or rebuild the ramdisk '
+                   'without that account')
+
+
+def refuse_system_account(passwd: Table, group: Table, user: str) -> None:
+    """:raises AccountConflict: ``user`` is a system user, or (when it is
+    no user at all) the name of a system group."""
+    uid = _system_id(passwd, user)
+    if uid is not None:
+        raise AccountConflict(
+            'user %s exists in %s as a system account (uid %d, outside '
+            '%d..%d), which the rescue worker will not take over; %s' %
+            (user, passwd.path, uid, USER_ID_MIN, USER_ID_MAX,
+             _TAKEN_NAME_HOW))
+    if passwd.get(user) is not None:
+        return
+    gid = _system_id(group, user)
+    if gid is not None:
+        raise AccountConflict(
+            '%s is the name of a system group in %s (gid %d), which cannot '
+            'become the private group of the account; %s' %
+            (user, group.path, gid, _TAKEN_NAME_HOW))
+
+
+def _system_id(table: Table, name: str) -> int | None:
+    """The first id outside the users' range on a line for ``name``, even
+    a malformed one: such a line is not the worker's to replace."""
+    for line in table.lines_of(name):
+        fields = line.split(':')
+        value = parse_id(fields[2]) if len(fields) > 2 else None
+        if value is not None and not is_user_id(value):
+            return value
+    return None
+
+
+def _usable_entry(passwd: Table, user: str) -> list[str] | None:
+    """The user's passwd entry, or None when there is none or it is
+    malformed (then it is replaced as if there were none)."""
+    entry = passwd.get(user)
+    if entry is None or parse_id(entry[2]) is None or \
+            parse_id(entry[3]) is None:
+        return None
+    return entry
+
+
+def allocate_ids(passwd: Table, group: Table, user: str,
+                 old: list[str] | None
+                 ) -> tuple[int, int, list[str] | None]:
+    """uid, primary gid and the private group entry to write (None when
+    the group file is fine as it is).
+
+    :raises AccountConflict: no id is free.
+    """
+    others = [f for f in passwd.entries() if f[0] != user]
+    group_gids = {parse_id(f[2]) for f in group.entries() if f[0] != user}
+    own_group = group.get(user)
+    own_gid = parse_id(own_group[2]) if own_group is not None else None
+    if old is not None:
+        return _existing_user_ids(old, group_gids, own_gid)
+    used_uids = {parse_id(f[2]) for f in others}
+    # gids that passwd refers to count too, even without their group
+    used_gids = group_gids | {parse_id(f[3]) for f in others}
+    ids = _new_user_ids(user, used_uids, used_gids, own_gid)
+    if ids is None:
+        raise AccountConflict(
+            'no free uid or gid left in %d..%d in %s and %s' %
+            (USER_ID_MIN, USER_ID_MAX, passwd.path, group.path))
+    return ids
+
+
+def _existing_user_ids(old: list[str], group_gids: set[int | None],
+                       own_gid: int | None
+                       ) -> tuple[int, int, list[str] | None]:
+    uid, gid = int(old[2]), int(old[3])
+    if gid in group_gids or gid == own_gid:
+        return uid, gid, None
+    if own_gid is not None:
+        # The user's primary group is gone but a group of its name is
+        # there: make that the primary group.
+        return uid, own_gid, None
+    return uid, gid, [old[0], 'x', str(gid), '']
+
+
+def _new_user_ids(user: str, used_uids: set[int | None],
+                  used_gids: set[int | None], own_gid: int | None
+                  ) -> tuple[int, int, list[str] | None] | None:
+    if own_gid is None:
+        uid = first_free_id(used_uids | used_gids)
+        return None if uid is None else (uid, uid, [user, 'x', str(uid), ''])
+    # A group of the name, left by a previous run interrupted before
+    # passwd was written (or by an operator): reuse it.
+    uid = own_gid
+    if uid in used_uids:
+        uid = first_free_id(used_uids | used_gids)
+    return None if uid is None else (uid, own_gid, None)
+
+
+def _put_private_group(group: Table, gshadow: Table | None, user: str,
+                       private: list[str] | None) -> None:
+    if private is not None:
+        group.put(private)
+    if gshadow is None or not group.has(user):
+        return
+    if private is not None or gshadow.get(user) is None:
+        gshadow.put([user, '!', '', ''])
+
+
+def _put_shadow(shadow: Table, wanted: WantedAccount) -> bool:
+    """Write the user's shadow entry; returns whether the password field
+    changed. The date of the last change only moves when it does."""
+    user = wanted.username
+    old = shadow.get(user)
+    changed = old is None or old[1] != wanted.password_field
+    lastchg = str(wanted.today)
+    if not changed and parse_id(old[2]):
+        lastchg = old[2]
+    shadow.put([user, wanted.password_field, lastchg, *SHADOW_DEFAULTS])
+    return changed
+
+
+def set_sudo_membership(group: Table, gshadow: Table | None, user: str,
+                        member: bool) -> None:
+    """Make ``user`` a member of the sudo group in group and gshadow, or
+    neither a member nor an administrator of it (one who could add
+    itself back). With ``member`` a missing sudo group is created, as
+    ``SUDO_GID`` when that is free.
+
+    :raises AccountConflict: the sudo group's entry cannot be read.
+    """
+    if not _set_group_membership(group, user, member):
+        return
+    if gshadow is not None:
+        _set_gshadow_membership(gshadow, user, member,
+                                group.get(SUDO_GROUP))
+
+
+def _set_group_membership(group: Table, user: str, member: bool) -> bool:
+    """Returns False when the sudo line is malformed and ``user`` must not
+    be a member: nobody is a member of a line no tool can read, in
+    gshadow either."""
+    entry = group.get(SUDO_GROUP)
+    if entry is None and group.has(SUDO_GROUP):
+        if not member:
+            return False
+        raise AccountConflict(
+            'the %s group entry in %s is malformed (not 4 fields '
+            'name:password:gid:members); fix it, or set [rescue_worker] '
+            'sudo = false' % (SUDO_GROUP, group.path))
+    if entry is not None and parse_id(entry[2]) is None:
+        raise AccountConflict('the %s group entry in %s has no numeric gid; '
+                              'fix it' % (SUDO_GROUP, group.path))
+    if entry is None:
+        if not member:
+            return True
+        used = {parse_id(f[2]) for f in group.entries()}
+        gid = free_system_gid(used, SUDO_GID)
+        if gid is None:
+            raise AccountConflict('no free system gid for the %s group in '
+                                  '%s' % (SUDO_GROUP, group.path))
+        entry = [SUDO_GROUP, 'x', str(gid), '']
+    entry[3] = _member_list(entry[3], user, member)
+    group.put(entry, dedupe=False)
+    return True
+
+
+def _set_gshadow_membership(gshadow: Table, user: str, member: bool,
+                            group_entry: list[str] | None) -> None:
+    entry = gshadow.get(SUDO_GROUP)
+    if entry is None and gshadow.has(SUDO_GROUP) and member:
+        raise AccountConflict(
+            'the %s group entry in %s is malformed (not 4 fields '
+            'name:password:administrators:members); fix it, or set '
+            '[rescue_worker] sudo = false' % (SUDO_GROUP, gshadow.path))
+    if entry is None:
+        if member and group_entry is not None:
+            gshadow.put([SUDO_GROUP, '*', '', group_entry[3]], dedupe=False)
+        return
+    entry[3] = _member_list(entry[3], user, member)
+    if not member:
+        entry[2] = _member_list(entry[2], user, member)
+    gshadow.put(entry, dedupe=False)
+
+
+def _member_list(field: str, user: str, member: bool) -> str:
+    """A member list with or without ``user``; as it was when that holds
+    already."""
+    names = members(field)
+    if (user in names) == member:
+        return field
+    if member:
+        return ','.join([*names, user])
+    return ','.join(name for name in names if name != user)
 
 
 class PasswdLock:
