@@ -13,7 +13,7 @@ Under ``[rescue_worker] root_dir`` it checks that:
 - the user's primary group is in ``etc/group``;
 - with ``[rescue_worker] sudo``: the user is a member of the ``sudo``
   group, and ``etc/sudoers.d/<user>`` is a regular file, mode 0440 (owned
-  by root), that grants the user every command without a password and,
+  by root:root), that grants the user every command without a password and,
   unless it is byte for byte what the account step writes (which a unit
   test runs through visudo), passes ``visudo -cf`` (a syntax check by
   regular expression when visudo is not installed); without it: neither
@@ -49,8 +49,6 @@ LOG = logging.getLogger(__name__)
 # passlib 1.7.4 logs a harmless traceback reading bcrypt 4.x's version.
 logging.getLogger('passlib.handlers.bcrypt').setLevel(logging.ERROR)
 
-SUDO_GROUP = 'sudo'
-SUDOERS_MODE = 0o440
 VISUDO_TIMEOUT = 30.0
 #: where visudo lives on Debian, searched after PATH
 SYSTEM_SBIN = ('/usr/sbin', '/sbin')
@@ -125,7 +123,7 @@ class VerifyStep(pipeline.Step):
         user = state.username
         etc = os.path.join(root, 'etc')
         real_root = os.path.realpath(root) == '/'
-        owners = os.geteuid() == 0 or real_root
+        owners = accounts.owners_apply(root)
 
         passwd = self._load(os.path.join(etc, 'passwd'),
                             accounts.PASSWD_FIELDS)
@@ -206,16 +204,7 @@ class VerifyStep(pipeline.Step):
             raise _failed('the shell of %s in %s is %s, not an absolute '
                           'path' % (user, passwd_path, shell or '(empty)'))
         shells_path = os.path.join(root, 'etc', 'shells')
-        try:
-            with open(shells_path, encoding='utf-8',
-                      errors='replace') as f:
-                listed = {line.strip() for line in f
-                          if line.strip() and not line.startswith('#')}
-        except FileNotFoundError:
-            listed = None
-        except OSError as exc:
-            raise _failed('cannot read %s: %s' % (shells_path,
-                                                  exc.strerror)) from None
+        listed = _listed_shells(shells_path)
         if listed is not None and shell not in listed:
             raise _failed('the shell %s of %s is not listed in %s' %
                           (shell, user, shells_path))
@@ -261,37 +250,15 @@ class VerifyStep(pipeline.Step):
 
     def _check_sudo(self, group: accounts.Table, sudoers: str, user: str,
                     gid: int, owners: bool) -> None:
-        entry = group.get(SUDO_GROUP)
+        entry = group.get(accounts.SUDO_GROUP)
         if entry is None:
             raise _failed('%s has no (well-formed) %s group' %
-                          (group.path, SUDO_GROUP))
+                          (group.path, accounts.SUDO_GROUP))
         if user not in accounts.members(entry[3]) and \
                 accounts.parse_id(entry[2]) != gid:
             raise _failed('%s is not a member of the %s group in %s' %
-                          (user, SUDO_GROUP, group.path))
-        try:
-            st = os.lstat(sudoers)
-        except FileNotFoundError:
-            raise _failed('%s does not exist' % sudoers) from None
-        except OSError as exc:
-            raise _failed('cannot inspect %s: %s' % (
-                sudoers, exc.strerror)) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise _failed('%s is not a regular file, so sudo ignores it' %
-                          sudoers)
-        mode = stat.S_IMODE(st.st_mode)
-        if mode != SUDOERS_MODE:
-            raise _failed('%s has mode %04o instead of %04o' %
-                          (sudoers, mode, SUDOERS_MODE))
-        if owners and st.st_uid != 0:
-            raise _failed('%s belongs to uid %d instead of root, so sudo '
-                          'ignores it' % (sudoers, st.st_uid))
-        try:
-            with open(sudoers, 'rb') as f:
-                text = f.read().decode('utf-8', 'replace')
-        except OSError as exc:
-            raise _failed('cannot read %s: %s' % (
-                sudoers, exc.strerror)) from None
+                          (user, accounts.SUDO_GROUP, group.path))
+        text = _read_sudoers(sudoers, owners)
         if not grant_pattern(user).search(text):
             raise _failed('%s does not contain "%s ALL=(ALL) NOPASSWD: ALL"'
                           % (sudoers, user))
@@ -330,14 +297,47 @@ class VerifyStep(pipeline.Step):
     @staticmethod
     def _check_no_sudo(group: accounts.Table, sudoers: str,
                        user: str) -> None:
-        entry = group.get(SUDO_GROUP)
+        entry = group.get(accounts.SUDO_GROUP)
         if entry is not None and user in accounts.members(entry[3]):
             raise _failed('%s is a member of the %s group in %s although '
                           '[rescue_worker] sudo is false' %
-                          (user, SUDO_GROUP, group.path))
+                          (user, accounts.SUDO_GROUP, group.path))
         if os.path.lexists(sudoers):
             raise _failed('%s exists although [rescue_worker] sudo is '
                           'false' % sudoers)
+
+
+def _listed_shells(path: str) -> set[str] | None:
+    """The shells ``etc/shells`` lists; None when there is no such file
+    (then any absolute path will do, as for a login)."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return {line.strip() for line in f
+                    if line.strip() and not line.startswith('#')}
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _failed('cannot read %s: %s' % (path, exc.strerror)) from None
+
+
+def _read_sudoers(path: str, owners: bool) -> str:
+    """The text of the user's sudoers.d file, once its type, mode and
+    owner are what sudo needs."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise _failed('%s does not exist' % path) from None
+    except OSError as exc:
+        raise _failed('cannot inspect %s: %s' % (path, exc.strerror)) \
+            from None
+    problem = accounts.sudoers_file_problem(st, owners)
+    if problem is not None:
+        raise _failed('%s %s' % (path, problem))
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except OSError as exc:
+        raise _failed('cannot read %s: %s' % (path, exc.strerror)) from None
 
 
 def _verifies(plaintext: str, stored: str) -> bool | None:

@@ -313,6 +313,17 @@ def test_a_sudoers_file_not_owned_by_root_fails(provisioned, conf):
     assert 'instead of root' in exc.message
 
 
+@spec.needs_root
+def test_a_sudoers_file_of_another_group_fails(provisioned, conf):
+    # The account step writes it root:root and rewrites it otherwise.
+    os.chown(sudoers(provisioned), 0, 1001)
+
+    exc = failure(conf)
+
+    assert exc.message == '%s belongs to gid 1001 instead of root' % (
+        sudoers(provisioned))
+
+
 def test_a_missing_sudoers_file_fails(provisioned, conf):
     os.unlink(sudoers(provisioned))
 
