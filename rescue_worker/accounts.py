@@ -306,6 +306,26 @@ def secret_file_ownership(group: Table) -> Ownership:
     return Ownership(0o640, gid=gid)
 
 
+def secret_file_problem(st: os.stat_result, allowed: Ownership,
+                        owners: bool) -> str | None:
+    """What lets anyone but root and the shadow group read or change a
+    shadow or gshadow file of these stats, worded to follow its path;
+    None when nothing does. ``allowed`` is ``secret_file_ownership``."""
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return 'is writable by its group or by others (mode %04o)' % mode
+    if mode & 0o004:
+        return 'is readable by others (mode %04o)' % mode
+    if not owners:
+        return None
+    if st.st_uid != 0:
+        return 'belongs to uid %d instead of root' % st.st_uid
+    if mode & 0o040 and st.st_gid not in (0, allowed.gid):
+        return ('is readable by its group, gid %d, which is not the %s '
+                'group' % (st.st_gid, SHADOW_GROUP))
+    return None
+
+
 def sudoers_file_problem(st: os.stat_result, owners: bool) -> str | None:
     """What is wrong with a sudoers.d file of these stats (lstat), worded
     to follow its path, or None when it is as the account step writes

@@ -20,7 +20,10 @@ hash is never on a command line. Each file is replaced atomically (see
 ``rescue_worker.atomic``) and only when its content changes, keeping its
 mode and owner; every line but the user's own is kept byte for byte. A run
 with the same hash as the previous one changes nothing at all, not even a
-modification time.
+modification time. The exception is a shadow or gshadow file that others
+can read or change (0644 in a careless image): it is rewritten 0640
+root:shadow (0600 root:root on a system without a shadow group), the rule
+verify checks (``accounts.secret_file_problem``).
 
 A name that belongs to a system account (uid or gid outside 1000..60000)
 is refused: that account is not the worker's to change.
@@ -176,7 +179,8 @@ class AccountStep(pipeline.Step):
             account = accounts.plan_account(_read_tables(paths), wanted)
         except accounts.AccountConflict as exc:
             raise _failed(str(exc)) from None
-        return _Plan(account=account, writes=_writes(account.tables),
+        return _Plan(account=account,
+                     writes=_writes(account.tables, owners),
                      home=_home_action(paths, account, owners),
                      sudoers=_sudoers_action(paths, sudo, owners))
 
@@ -199,16 +203,27 @@ def _read_tables(paths: _Paths) -> accounts.AccountTables:
         gshadow=gshadow if gshadow.exists else None)
 
 
-def _writes(tables: accounts.AccountTables) -> list[_Write]:
-    """The tables to write, and the mode and owner a new file gets."""
+def _writes(tables: accounts.AccountTables, owners: bool) -> list[_Write]:
+    """The tables to write: those whose content changed, and a shadow or
+    gshadow that others can read or change even if it did not."""
     secret = accounts.secret_file_ownership(tables.group)
     writes = []
     for table in tables.in_write_order():
-        if not table.changed:
-            continue
-        rule = secret if tables.is_secret(table) else accounts.PUBLIC_FILE
-        writes.append(_Write(table, None if table.exists else rule))
+        if tables.is_secret(table) and table.exists and \
+                _unsafe(table.path, secret, owners):
+            writes.append(_Write(table, secret))
+        elif table.changed:
+            rule = secret if tables.is_secret(table) else \
+                accounts.PUBLIC_FILE
+            writes.append(_Write(table, None if table.exists else rule))
     return writes
+
+
+def _unsafe(path: str, allowed: accounts.Ownership, owners: bool) -> bool:
+    # stat, not lstat: the mode a rewrite would keep is the target's.
+    with _io('inspect', path):
+        st = os.stat(path)
+    return accounts.secret_file_problem(st, allowed, owners) is not None
 
 
 def _lstat(path: str) -> os.stat_result | None:

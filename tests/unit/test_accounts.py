@@ -352,3 +352,34 @@ def test_an_unprivileged_run_does_not_check_the_sudoers_owner():
     st = _stat(stat.S_IFREG | 0o440, uid=1001, gid=1001)
 
     assert accounts.sudoers_file_problem(st, owners=False) is None
+
+
+SHADOW_RULE = accounts.Ownership(0o640, uid=0, gid=42)
+
+
+@pytest.mark.parametrize('st, problem', [
+    (_stat(0o640, gid=42), None),
+    (_stat(0o600), None),
+    (_stat(0o400), None),
+    (_stat(0o640), None),  # root's own group
+    (_stat(0o644, gid=42), 'is readable by others (mode 0644)'),
+    (_stat(0o660, gid=42),
+     'is writable by its group or by others (mode 0660)'),
+    (_stat(0o602), 'is writable by its group or by others (mode 0602)'),
+    (_stat(0o640, gid=100),
+     'is readable by its group, gid 100, which is not the shadow group'),
+    (_stat(0o600, uid=1000), 'belongs to uid 1000 instead of root'),
+], ids=['debian', '0600', '0400', 'root-group', 'world-readable',
+        'group-writable', 'world-writable', 'other-group', 'other-owner'])
+def test_a_shadow_file_is_safe_when_only_root_and_shadow_can_read_it(
+        st, problem):
+    assert accounts.secret_file_problem(st, SHADOW_RULE, owners=True) == \
+        problem
+
+
+def test_an_unprivileged_run_checks_the_shadow_mode_but_not_its_owner():
+    assert accounts.secret_file_problem(_stat(0o640, uid=1000, gid=100),
+                                        SHADOW_RULE, owners=False) is None
+    assert accounts.secret_file_problem(_stat(0o644, uid=1000, gid=100),
+                                        SHADOW_RULE, owners=False) == \
+        'is readable by others (mode 0644)'

@@ -437,6 +437,53 @@ def test_a_missing_shadow_is_created_0600_root_without_a_shadow_group(
     assert owner(root / 'etc' / 'shadow') == (0, 0)
 
 
+@pytest.mark.parametrize('rel', ['etc/shadow', 'etc/gshadow'])
+def test_a_shadow_file_others_can_read_is_made_0640(root, conf, rel):
+    os.chmod(root / rel, 0o644)
+
+    run_account(conf)
+
+    assert mode(root / rel) == 0o640
+
+
+@needs_root
+@pytest.mark.parametrize('rel', ['etc/shadow', 'etc/gshadow'])
+def test_a_shadow_file_another_group_can_read_goes_to_root_shadow(
+        root, conf, rel):
+    os.chown(root / rel, 0, 100)  # users
+
+    run_account(conf)
+
+    assert (mode(root / rel), owner(root / rel)) == \
+        (0o640, (0, SHADOW_GID))
+
+
+@needs_root
+def test_an_open_shadow_is_made_0600_root_without_a_shadow_group(root,
+                                                                conf):
+    _drop(root, 'etc/group', 'shadow')
+    os.chmod(root / 'etc' / 'shadow', 0o664)
+    os.chown(root / 'etc' / 'shadow', 1000, 1000)
+
+    run_account(conf)
+
+    assert (mode(root / 'etc' / 'shadow'), owner(root / 'etc' / 'shadow')) \
+        == (0o600, (0, 0))
+
+
+def test_a_shadow_opened_after_a_run_is_closed_by_the_next(root, conf):
+    run_account(conf)
+    content = read(root, 'etc/shadow')
+    os.chmod(root / 'etc' / 'shadow', 0o644)
+
+    detail = run_account(conf)
+
+    assert detail == 'updated rescue (rewrote etc/shadow)'
+    assert mode(root / 'etc' / 'shadow') == 0o640
+    assert read(root, 'etc/shadow') == content
+    assert run_account(conf) == 'user rescue (uid 1001) unchanged'
+
+
 def test_no_gshadow_is_created_on_a_system_without_one(root, conf):
     os.unlink(root / 'etc' / 'gshadow')
 
