@@ -11,13 +11,17 @@ Under ``[rescue_worker] root_dir`` it checks that:
   password (passlib) when the request carried one, or equals the request's
   hash when it was pre-hashed, and the account has not expired;
 - the user's primary group is in ``etc/group``;
+- ``etc/shadow`` can be read by none but root and the ``shadow`` group,
+  and changed by none but root (``accounts.secret_file_problem``, the rule
+  the account step fixes it by);
 - with ``[rescue_worker] sudo``: the user is a member of the ``sudo``
   group, and ``etc/sudoers.d/<user>`` is a regular file, mode 0440 (owned
   by root:root), that grants the user every command without a password and,
   unless it is byte for byte what the account step writes (which a unit
   test runs through visudo), passes ``visudo -cf`` (a syntax check by
-  regular expression when visudo is not installed); without it: neither
-  of them.
+  regular expression when visudo is not installed), and ``etc/sudoers``
+  includes ``/etc/sudoers.d`` (so "sudo ok" means sudo reads that file);
+  without it: neither the membership nor the file.
 
 Any mismatch fails with ``verify_failed``, naming the file and what is
 wrong, never the password or the hash.
@@ -65,6 +69,11 @@ _SUDOERS_LINE = re.compile(
     r'(?:\(\s*[^()\s][^()]*\)\s*)?'
     r'(?:[A-Z_]+\s*:\s*)*'
     r'[^\s:=()][^=()]*)$')
+
+# What makes sudo read the files of /etc/sudoers.d ("#includedir" before
+# sudo 1.9.1, "@includedir" since).
+_INCLUDEDIR = re.compile(r'^[ \t]*[@#]includedir[ \t]+/etc/sudoers\.d/?'
+                         r'[ \t]*$', re.MULTILINE)
 
 
 def _failed(message: str) -> errors.RescueError:
@@ -128,16 +137,18 @@ class VerifyStep(pipeline.Step):
         passwd = self._load(os.path.join(etc, 'passwd'),
                             accounts.PASSWD_FIELDS)
         uid, gid = self._check_passwd(passwd, user, root, real_root, owners)
+        group = self._load(os.path.join(etc, 'group'), accounts.GROUP_FIELDS)
         shadow = self._load(os.path.join(etc, 'shadow'),
                             accounts.SHADOW_FIELDS)
+        _check_shadow_file(shadow.path, group, owners)
         self._check_shadow(shadow, user, request, state)
-        group = self._load(os.path.join(etc, 'group'), accounts.GROUP_FIELDS)
         if not any(accounts.parse_id(f[2]) == gid for f in group.entries()):
             raise _failed('the primary group (gid %d) of %s is not in %s' %
                           (gid, user, group.path))
         sudoers = os.path.join(etc, 'sudoers.d', user)
         if opts.sudo:
             self._check_sudo(group, sudoers, user, gid, owners)
+            _check_includedir(os.path.join(etc, 'sudoers'))
             return '%s can log in (uid %d); sudo ok' % (user, uid)
         self._check_no_sudo(group, sudoers, user)
         return '%s can log in (uid %d); no sudo' % (user, uid)
@@ -318,6 +329,41 @@ def _listed_shells(path: str) -> set[str] | None:
         return None
     except OSError as exc:
         raise _failed('cannot read %s: %s' % (path, exc.strerror)) from None
+
+
+def _check_shadow_file(path: str, group: accounts.Table,
+                       owners: bool) -> None:
+    """Fail when others than root and the shadow group can read or change
+    the shadow file, whose hashes they could then crack or replace."""
+    allowed = accounts.secret_file_ownership(group)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _failed('cannot inspect %s: %s' % (path, exc.strerror)) \
+            from None
+    problem = accounts.secret_file_problem(st, allowed, owners)
+    if problem is not None:
+        raise _failed('%s %s; make it %04o root:%s or stricter' % (
+            path, problem, allowed.mode,
+            accounts.SHADOW_GROUP if allowed.gid else 'root'))
+
+
+def _check_includedir(path: str) -> None:
+    """Fail unless the main sudoers file reads sudoers.d, where the
+    account step grants the rights: without it, sudo ignores them."""
+    try:
+        with open(path, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace')
+    except OSError as exc:
+        raise _failed('cannot read %s (%s), so sudo cannot work; the image '
+                      'needs the sudo package' % (
+                          path, exc.strerror or type(exc).__name__)) \
+            from None
+    if not _INCLUDEDIR.search(text):
+        raise _failed('%s does not include /etc/sudoers.d, so sudo ignores '
+                      'the rights of the account there; add the line '
+                      '"@includedir /etc/sudoers.d" to it in the image' %
+                      path)
 
 
 def _read_sudoers(path: str, owners: bool) -> str:

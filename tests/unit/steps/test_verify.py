@@ -213,6 +213,41 @@ def test_an_expired_account_fails(provisioned, conf):
     assert 'expired' in exc.message
 
 
+def test_a_shadow_others_can_read_fails_saying_what_to_make_it(
+        provisioned, conf):
+    os.chmod(provisioned / 'etc' / 'shadow', 0o644)
+
+    exc = failure(conf)
+
+    assert exc.message == '%s is readable by others (mode 0644); make it ' \
+        '0640 root:shadow or stricter' % (provisioned / 'etc' / 'shadow')
+
+
+def test_a_shadow_its_group_can_write_fails(provisioned, conf):
+    os.chmod(provisioned / 'etc' / 'shadow', 0o660)
+
+    exc = failure(conf)
+
+    assert 'is writable by its group or by others (mode 0660)' in \
+        exc.message
+
+
+@spec.needs_root
+def test_a_shadow_another_group_can_read_fails(provisioned, conf):
+    os.chown(provisioned / 'etc' / 'shadow', 0, 100)
+
+    exc = failure(conf)
+
+    assert 'is readable by its group, gid 100, which is not the shadow ' \
+        'group' in exc.message
+
+
+def test_a_0600_shadow_passes(provisioned, conf):
+    os.chmod(provisioned / 'etc' / 'shadow', 0o600)
+
+    run_verify(conf)
+
+
 # -- passwd, group, home -----------------------------------------------
 
 def test_a_missing_user_line_fails(provisioned, conf):
@@ -399,6 +434,63 @@ def test_the_pattern_check_accepts_debian_s_own_sudoers():
     'rescue ALL=(ALL) NOPASSWD: ALL \\\n'])
 def test_the_pattern_check_refuses_broken_rules(text):
     assert verify.sudoers_syntax_problem(text) is not None
+
+
+def _main_sudoers_without_includedir(root):
+    main = root / 'etc' / 'sudoers'
+    kept = [line for line in main.read_text().splitlines(keepends=True)
+            if 'includedir' not in line]
+    os.chmod(main, 0o640)
+    main.write_text(''.join(kept))
+    os.chmod(main, 0o440)
+    return main
+
+
+def test_a_main_sudoers_without_includedir_fails(provisioned, conf):
+    main = _main_sudoers_without_includedir(provisioned)
+
+    exc = failure(conf)
+
+    assert exc.message == '%s does not include /etc/sudoers.d, so sudo ' \
+        'ignores the rights of the account there; add the line ' \
+        '"@includedir /etc/sudoers.d" to it in the image' % main
+
+
+def test_the_older_hash_includedir_passes_too(provisioned, conf):
+    main = _main_sudoers_without_includedir(provisioned)
+    os.chmod(main, 0o640)
+    with open(main, 'a') as f:
+        f.write('#includedir /etc/sudoers.d\n')
+
+    run_verify(conf)
+
+
+def test_a_commented_out_includedir_fails(provisioned, conf):
+    main = _main_sudoers_without_includedir(provisioned)
+    os.chmod(main, 0o640)
+    with open(main, 'a') as f:
+        f.write('# includedir /etc/sudoers.d\n')
+
+    exc = failure(conf)
+
+    assert 'does not include /etc/sudoers.d' in exc.message
+
+
+def test_a_missing_main_sudoers_fails(provisioned, conf):
+    os.unlink(provisioned / 'etc' / 'sudoers')
+
+    exc = failure(conf)
+
+    assert exc.message.startswith('cannot read %s (' % (
+        provisioned / 'etc' / 'sudoers'))
+
+
+def test_without_sudo_the_main_sudoers_is_not_needed(root, conf):
+    spec.configure(conf, sudo=False)
+    spec.run_account(conf)
+    os.unlink(root / 'etc' / 'sudoers')
+
+    assert run_verify(conf) == 'rescue can log in (uid 1001); no sudo'
 
 
 def test_a_user_outside_the_sudo_group_fails(provisioned, conf):
