@@ -43,6 +43,11 @@ SYSTEM_GID_MAX = 999
 #: PASS_MAX_DAYS, PASS_WARN_AGE of Debian's login.defs)
 SHADOW_DEFAULTS = ('0', '99999', '7', '', '', '')
 
+#: the comment (GECOS) field of the account the worker creates: the record
+#: that it created it, kept in the entry itself so that it survives a
+#: crash and a restart of the worker, and an entry without it is refused
+ACCOUNT_GECOS = 'rescue-worker rescue account'
+
 #: the group whose members sudo lets run anything (Debian's sudoers)
 SUDO_GROUP = 'sudo'
 #: Debian's gid of the sudo group (base-passwd), used when it is free
@@ -408,20 +413,28 @@ def plan_account(tables: AccountTables,
     byte. The user's uid and gid are kept when it exists, else the first
     id free in both passwd and group from ``USER_ID_MIN``.
 
-    :raises AccountConflict: a system account or group holds the name, the
-        sudo group's entry is malformed, or no id is free.
+    :raises AccountConflict: a system account or group holds the name, a
+        user the worker did not create has it, the sudo group's entry is
+        malformed, or no id is free.
     """
     planned = tables.copy()
     user = wanted.username
     refuse_system_account(planned.passwd, planned.group, user)
     old = _usable_entry(planned.passwd, user)
+    if old is not None and old[4] != ACCOUNT_GECOS:
+        raise AccountConflict(
+            'user %s exists in %s but the rescue worker did not create it '
+            '(its comment field is not "%s"), and its home and '
+            'authorized_keys are not the tenant\'s to take over; remove '
+            'that account from the image, or set [rescue_worker] username '
+            'to a name the image does not use' %
+            (user, planned.passwd.path, ACCOUNT_GECOS))
     uid, gid, private = allocate_ids(planned.passwd, planned.group, user,
                                      old)
     _put_private_group(planned.group, planned.gshadow, user, private)
     set_sudo_membership(planned.group, planned.gshadow, user, wanted.sudo)
     password_changed = _put_shadow(planned.shadow, wanted)
-    gecos = old[4] if old is not None else ''
-    planned.passwd.put([user, 'x', str(uid), str(gid), gecos,
+    planned.passwd.put([user, 'x', str(uid), str(gid), ACCOUNT_GECOS,
                         '/home/%s' % user, wanted.shell])
     return AccountPlan(uid=uid, gid=gid, created=old is None,
                        password_changed=password_changed, tables=planned)

@@ -5,7 +5,9 @@ root_dir``:
 
 - ``etc/passwd``: home ``/home/<user>``, shell ``/bin/bash`` (``/bin/sh``
   when the system has no bash), a uid and a user private group from the
-  first free id >= 1000 (kept when the user exists);
+  first free id >= 1000 (kept when the user exists), and the comment
+  ``rescue-worker rescue account``, the worker's record that it created
+  the account;
 - ``etc/shadow``: the hash the password step left in ``state``, the date of
   the change, and useradd's defaults for the rest (``:0:99999:7:::``);
 - ``etc/group`` (and ``etc/gshadow`` when the system has one): the private
@@ -26,7 +28,14 @@ root:shadow (0600 root:root on a system without a shadow group), the rule
 verify checks (``accounts.secret_file_problem``).
 
 A name that belongs to a system account (uid or gid outside 1000..60000)
-is refused: that account is not the worker's to change.
+is refused: that account is not the worker's to change. So is a regular
+user the worker did not create (its passwd entry lacks that comment): it
+comes with the image, and adopting it would hand the tenant its home and
+its ``authorized_keys`` with whoever else's keys are in there. The step
+fails with ``account_failed``, changing nothing; the operator removes the
+account from the image or sets ``[rescue_worker] username`` to another
+name. The worker's own account, found again by its comment, is updated,
+so a new request (a new password) or a run after a crash goes through.
 
 What the entries become is decided by ``accounts.plan_account`` on the
 tables as read, without I/O; this module reads the files, and writes the

@@ -80,7 +80,8 @@ def test_a_new_user_gets_an_entry_in_each_file_after_the_others():
 
     assert (plan.uid, plan.gid, plan.created) == (1001, 1001, True)
     assert text(plan.tables.passwd) == PASSWD + \
-        'rescue:x:1001:1001::/home/rescue:/bin/bash\n'
+        'rescue:x:1001:1001:rescue-worker rescue account:/home/rescue:' \
+        '/bin/bash\n'
     assert text(plan.tables.shadow) == SHADOW + \
         'rescue:%s:%d:0:99999:7:::\n' % (HASH, TODAY)
     assert text(plan.tables.group).endswith('debian:x:1000:\n'
@@ -140,21 +141,40 @@ def test_a_system_without_gshadow_gets_none():
 
 # -- an existing user -----------------------------------------------------
 
-def test_an_existing_user_keeps_its_ids_and_gets_the_contract_s_home():
-    start = tables(
-        passwd=PASSWD + 'rescue:x:1500:1500::/srv/rescue:/bin/sh\n',
-        group=GROUP + 'rescue:x:1500:\n')
+#: how the worker marks the account it created (the GECOS field)
+MARKER = 'rescue-worker rescue account'
+
+
+def own(uid, gid, home='/home/rescue', shell='/bin/bash'):
+    """A passwd line of an account the worker created."""
+    return 'rescue:x:%d:%d:%s:%s:%s\n' % (uid, gid, MARKER, home, shell)
+
+
+def test_the_worker_s_own_account_keeps_its_ids_and_gets_the_contract():
+    start = tables(passwd=PASSWD + own(1500, 1500, '/srv/rescue', '/bin/sh'),
+                   group=GROUP + 'rescue:x:1500:\n')
 
     plan = accounts.plan_account(start, wanted())
 
     assert (plan.uid, plan.gid, plan.created) == (1500, 1500, False)
-    assert line_of(plan.tables.passwd, 'rescue') == \
-        'rescue:x:1500:1500::/home/rescue:/bin/bash'
+    assert line_of(plan.tables.passwd, 'rescue') == own(1500, 1500).strip()
+
+
+@pytest.mark.parametrize('comment', ['', 'Rescue,,,'])
+def test_an_account_the_worker_did_not_create_is_refused(comment):
+    start = tables(passwd=PASSWD + 'rescue:x:1500:1500:%s:/home/rescue:'
+                   '/bin/bash\n' % comment)
+
+    message = conflict(start)
+
+    assert message.startswith('user rescue exists in /etc/passwd but the '
+                              'rescue worker did not create it')
+    assert 'remove that account from the image' in message
+    assert '[rescue_worker] username' in message
 
 
 def test_a_user_whose_primary_group_is_gone_gets_it_back():
-    start = tables(
-        passwd=PASSWD + 'rescue:x:1500:1500::/home/rescue:/bin/bash\n')
+    start = tables(passwd=PASSWD + own(1500, 1500))
 
     plan = accounts.plan_account(start, wanted())
 
@@ -163,9 +183,8 @@ def test_a_user_whose_primary_group_is_gone_gets_it_back():
 
 
 def test_a_group_of_the_name_replaces_a_primary_group_that_is_gone():
-    start = tables(
-        passwd=PASSWD + 'rescue:x:1500:1600::/home/rescue:/bin/bash\n',
-        group=GROUP + 'rescue:x:1500:\n')
+    start = tables(passwd=PASSWD + own(1500, 1600),
+                   group=GROUP + 'rescue:x:1500:\n')
 
     plan = accounts.plan_account(start, wanted())
 
@@ -180,8 +199,7 @@ def test_a_malformed_entry_is_replaced_as_if_there_were_none():
     plan = accounts.plan_account(start, wanted())
 
     assert plan.created
-    assert line_of(plan.tables.passwd, 'rescue') == \
-        'rescue:x:1001:1001::/home/rescue:/bin/bash'
+    assert line_of(plan.tables.passwd, 'rescue') == own(1001, 1001).strip()
 
 
 # -- the password ----------------------------------------------------------

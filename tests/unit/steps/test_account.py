@@ -39,6 +39,8 @@ def sha512(secret=PASSWORD):
 
 HASH = sha512()
 NEW_HASH = sha512('Tr0ub4dor&3')
+#: the comment that marks the account as the worker's own
+MARKER = 'rescue-worker rescue account'
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='owners can only be set by root')
@@ -206,7 +208,8 @@ def test_a_new_user_gets_a_line_in_each_account_file(root, conf):
 
     assert detail == 'created user rescue (uid 1001)'
     assert entry(root, 'etc/passwd', 'rescue') == \
-        'rescue:x:1001:1001::/home/rescue:/bin/bash'
+        'rescue:x:1001:1001:rescue-worker rescue account:/home/rescue:' \
+        '/bin/bash'
     assert entry(root, 'etc/shadow', 'rescue') == \
         'rescue:%s:%d:0:99999:7:::' % (HASH, TODAY)
     assert entry(root, 'etc/group', 'rescue') == 'rescue:x:1001:'
@@ -544,31 +547,66 @@ def test_the_same_hash_on_a_later_day_keeps_the_date(root, conf,
     assert tree(root) == before
 
 
-def test_an_existing_user_keeps_its_uid_gid_and_comment(root, conf):
+def test_the_worker_s_own_account_keeps_its_uid_and_gid(root, conf):
+    own = 'rescue:x:1500:1500:%s:/home/rescue:/bin/bash' % MARKER
     with open(root / 'etc' / 'passwd', 'a') as f:
-        f.write('rescue:x:1500:1500:Rescue,,,:/home/rescue:/bin/bash\n')
+        f.write(own + '\n')
     with open(root / 'etc' / 'group', 'a') as f:
         f.write('rescue:x:1500:\n')
 
     detail = run_account(conf)
 
     assert detail.startswith('updated password of rescue')
-    assert entry(root, 'etc/passwd', 'rescue') == \
-        'rescue:x:1500:1500:Rescue,,,:/home/rescue:/bin/bash'
+    assert entry(root, 'etc/passwd', 'rescue') == own
     assert entry(root, 'etc/group', 'rescue') == 'rescue:x:1500:'
 
 
 def test_an_existing_user_gets_the_home_and_shell_of_the_contract(root,
                                                                  conf):
     with open(root / 'etc' / 'passwd', 'a') as f:
-        f.write('rescue:x:1500:1500::/srv/rescue:/usr/sbin/nologin\n')
+        f.write('rescue:x:1500:1500:%s:/srv/rescue:/usr/sbin/nologin\n' %
+                MARKER)
 
     run_account(conf)
 
     assert entry(root, 'etc/passwd', 'rescue') == \
-        'rescue:x:1500:1500::/home/rescue:/bin/bash'
+        'rescue:x:1500:1500:%s:/home/rescue:/bin/bash' % MARKER
     # its primary group did not exist: it is created with that gid
     assert entry(root, 'etc/group', 'rescue') == 'rescue:x:1500:'
+
+
+@pytest.mark.parametrize('comment', ['', 'Rescue,,,', 'rescue-worker'])
+def test_an_account_the_worker_did_not_create_is_refused_untouched(
+        root, conf, comment):
+    with open(root / 'etc' / 'passwd', 'a') as f:
+        f.write('rescue:x:1500:1500:%s:/home/rescue:/bin/bash\n' % comment)
+    with open(root / 'etc' / 'group', 'a') as f:
+        f.write('rescue:x:1500:\n')
+    ssh = root / 'home' / 'rescue' / '.ssh'
+    ssh.mkdir(parents=True)
+    (ssh / 'authorized_keys').write_text('ssh-ed25519 AAAA... builder\n')
+    before = tree(root, mtimes='all')
+
+    exc = refusal(conf)
+
+    assert exc.message == (
+        'user rescue exists in %s but the rescue worker did not create it '
+        '(its comment field is not "rescue-worker rescue account"), and its '
+        'home and authorized_keys are not the tenant\'s to take over; '
+        'remove that account from the image, or set [rescue_worker] '
+        'username to a name the image does not use' %
+        (root / 'etc' / 'passwd'))
+    assert tree(root, mtimes='all') == before
+
+
+def test_the_worker_s_own_account_takes_a_new_password(root, conf):
+    run_account(conf)
+
+    detail = run_account(conf, password_hash=NEW_HASH)
+
+    assert detail == 'updated password of rescue'
+    assert entry(root, 'etc/shadow', 'rescue').startswith(
+        'rescue:%s:' % NEW_HASH)
 
 
 def test_a_locked_or_expired_shadow_entry_is_reset(root, conf):
@@ -592,7 +630,7 @@ def test_a_malformed_line_for_the_user_is_replaced(root, conf):
     run_account(conf)
 
     assert entry(root, 'etc/passwd', 'rescue') == \
-        'rescue:x:1001:1001::/home/rescue:/bin/bash'
+        'rescue:x:1001:1001:%s:/home/rescue:/bin/bash' % MARKER
     assert entry(root, 'etc/shadow', 'rescue') == \
         'rescue:%s:%d:0:99999:7:::' % (HASH, TODAY)
     assert entry(root, 'etc/group', 'rescue') == 'rescue:x:1001:'
@@ -668,7 +706,8 @@ def test_a_file_without_a_final_newline_gets_the_entry_on_a_new_line(
     run_account(conf)
 
     assert read(root, 'etc/passwd') == before['etc/passwd'] + \
-        b'\nrescue:x:1001:1001::/home/rescue:/bin/bash\n'
+        b'\nrescue:x:1001:1001:%s:/home/rescue:/bin/bash\n' % \
+        MARKER.encode()
     assert read(root, 'etc/shadow') == before['etc/shadow'] + \
         b'\nrescue:%s:%d:0:99999:7:::\n' % (HASH.encode(), TODAY)
     assert read(root, 'etc/group').endswith(b'\ndebian:x:1000:\n'
@@ -699,7 +738,7 @@ def test_comments_blank_lines_and_odd_bytes_are_kept(root, conf):
     run_account(conf)
 
     assert read(root, 'etc/passwd') == passwd + \
-        b'rescue:x:1001:1001::/home/rescue:/bin/bash\n'
+        b'rescue:x:1001:1001:%s:/home/rescue:/bin/bash\n' % MARKER.encode()
 
 
 def test_an_empty_group_file_gets_the_groups(root, conf):
