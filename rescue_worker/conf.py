@@ -14,12 +14,14 @@ from oslo_config import cfg
 from oslo_config import types
 
 from rescue_worker import contract
+from rescue_worker import passwords
 
 GROUP = 'rescue_worker'
 
 CONTROL_EXCHANGE = contract.CONTROL_EXCHANGE
 
-HASH_SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
+# Kept importable from here; the schemes live with the hashing code.
+HASH_SCHEMES = passwords.HASH_SCHEMES
 
 DHCP_BACKENDS = (
     ('dhclient', 'run ISC dhclient on each interface and wait for a lease'),
@@ -71,11 +73,11 @@ security_opts = [
                 help='Refuse plaintext passwords (hashed=False) with '
                      '"plaintext_refused"; only crypt hashes are accepted.'),
     cfg.StrOpt('hash_scheme',
-               default='sha512_crypt',
+               default=passwords.DEFAULT_SCHEME,
                choices=HASH_SCHEMES,
                help='passlib scheme used to hash a plaintext password.'),
     cfg.ListOpt('accepted_hash_schemes',
-                default=['sha512_crypt', 'sha256_crypt', 'bcrypt'],
+                default=list(HASH_SCHEMES),
                 item_type=types.String(choices=HASH_SCHEMES),
                 help='Schemes accepted for a pre-hashed password '
                      '(hashed=True). MD5-crypt and DES are never accepted.'),

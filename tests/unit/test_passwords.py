@@ -1,0 +1,115 @@
+"""rescue_worker.passwords: the functions the worker's password step, the
+conductor's client and rescue-worker-ctl all hash and vet with.
+
+What the step makes of them (every refusal, what it never leaks) is tested
+through the step in tests/unit/steps/test_password.py; here are the
+functions' own promises.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from passlib import hash as passlib_hash
+
+from rescue_worker import errors
+from rescue_worker import passwords
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+PASSWORD = 'correct horse battery staple'
+SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
+FAST_ROUNDS = {'sha512_crypt': 1000, 'sha256_crypt': 1000, 'bcrypt': 4}
+HASHES = {scheme: passwords.hash_password(PASSWORD, scheme, rounds)
+          for scheme, rounds in FAST_ROUNDS.items()}
+
+
+# -- hashing ---------------------------------------------------------------
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_hash_password_uses_the_given_rounds(scheme):
+    hashed = passwords.hash_password(PASSWORD, scheme,
+                                     rounds=FAST_ROUNDS[scheme])
+
+    handler = getattr(passlib_hash, scheme)
+    assert handler.from_string(hashed).rounds == FAST_ROUNDS[scheme]
+    assert handler.verify(PASSWORD, hashed)
+
+
+def test_a_password_of_4096_characters_hashes_and_verifies():
+    secret = 'x' * 4095 + '\u00e9'
+
+    hashed = passwords.hash_password(secret, 'sha512_crypt', rounds=1000)
+
+    assert passlib_hash.sha512_crypt.verify(secret, hashed)
+
+
+def test_hash_password_refuses_an_invalid_password():
+    with pytest.raises(errors.RescueError) as info:
+        passwords.hash_password('', 'sha512_crypt', rounds=1000)
+
+    assert info.value.code == errors.INVALID_PASSWORD
+
+
+def test_hash_password_refuses_an_unsupported_scheme():
+    with pytest.raises(ValueError):
+        passwords.hash_password(PASSWORD, 'md5_crypt')
+
+
+def test_check_plaintext_accepts_unicode_and_spaces():
+    passwords.check_plaintext(' p\u00e4ss w\u00f6rd \u2603 ')
+
+
+def test_importing_and_using_the_module_is_quiet():
+    code = ('import logging, warnings\n'
+            'logging.basicConfig(level=logging.INFO)\n'
+            'warnings.simplefilter("error")\n'
+            'from rescue_worker import passwords\n'
+            'passwords.hash_password("pw", "bcrypt", rounds=4)\n')
+    result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert 'passlib' not in result.stderr
+    assert 'crypt' not in result.stderr
+
+
+# -- vetting a hash --------------------------------------------------------
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_identify_hash_returns_the_scheme_name(scheme):
+    assert passwords.identify_hash(HASHES[scheme], SCHEMES) == scheme
+
+
+def test_identify_hash_refuses_an_unsupported_accepted_scheme():
+    with pytest.raises(ValueError):
+        passwords.identify_hash(HASHES['sha512_crypt'], ['md5_crypt'])
+
+
+def test_how_to_send_names_the_accepted_schemes_and_a_tool():
+    advice = passwords.how_to_send(['bcrypt', 'sha256_crypt', 'bcrypt'])
+
+    assert advice.startswith('send a bcrypt or sha256_crypt hash')
+    assert '`mkpasswd -m bcrypt`' in advice
+
+
+# -- verifying -------------------------------------------------------------
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_verify_password_tells_the_right_password_from_a_wrong_one(scheme):
+    assert passwords.verify_password(PASSWORD, HASHES[scheme]) is True
+    assert passwords.verify_password(PASSWORD + '!', HASHES[scheme]) is False
+
+
+@pytest.mark.parametrize('value', [
+    '!', '*', '', '!' + HASHES['sha512_crypt'],
+    passlib_hash.md5_crypt.hash(PASSWORD)],
+    ids=['locked', 'no_password', 'empty', 'locked_hash', 'md5_crypt'])
+def test_verify_password_is_none_for_what_is_no_supported_hash(value):
+    assert passwords.verify_password(PASSWORD, value) is None
+    assert passwords.recognised_scheme(value) is None
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_recognised_scheme_names_the_scheme(scheme):
+    assert passwords.recognised_scheme(HASHES[scheme]) == scheme
