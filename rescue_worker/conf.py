@@ -81,6 +81,25 @@ security_opts = [
                 item_type=types.String(choices=HASH_SCHEMES),
                 help='Schemes accepted for a pre-hashed password '
                      '(hashed=True). MD5-crypt and DES are never accepted.'),
+    cfg.IntOpt('max_sha_crypt_rounds',
+               default=passwords.DEFAULT_MAX_SHA_CRYPT_ROUNDS,
+               min=passwords.MIN_SHA_CRYPT_ROUNDS,
+               help='Highest "rounds" of a sha512_crypt or sha256_crypt '
+                    'hash: a pre-hashed password above it is refused with '
+                    '"invalid_hash", since every login would spend that '
+                    'many rounds (999999999 takes minutes). Plaintext is '
+                    'hashed at passlib\'s default (656000 for sha512_crypt) '
+                    'or at this cap if it is lower.'),
+    cfg.IntOpt('max_bcrypt_cost',
+               default=passwords.DEFAULT_MAX_BCRYPT_COST,
+               min=passwords.MIN_BCRYPT_COST,
+               max=31,
+               help='Highest cost (log2 of the rounds) of a bcrypt hash: a '
+                    'pre-hashed password above it is refused with '
+                    '"invalid_hash", since every login would take that '
+                    'long (each step doubles the time; 31 takes days). '
+                    'Plaintext is hashed at passlib\'s default (12) or at '
+                    'this cap if it is lower.'),
 ]
 
 account_opts = [

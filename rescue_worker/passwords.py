@@ -1,5 +1,5 @@
 """Password hashes for ``/etc/shadow``: hash a plaintext password, identify
-and vet a crypt hash.
+and vet a crypt hash, within caps on the hash cost.
 
 The one place of the project that knows crypt schemes and passlib: the
 worker's password step, the conductor-side client and ``rescue-worker-ctl``
@@ -10,10 +10,16 @@ Every function is pure (no I/O, no configuration): the caller passes what
 the node is configured with. Every ``RescueError`` raised here says what to
 fix and never contains the password, the hash or any part of them; passlib's
 own exceptions (whose messages may quote the value) are never chained to it.
+
+The cost caps exist because a crypt hash carries its own cost: a hash with
+``rounds=999999999`` or a bcrypt cost of 31 is a valid hash that makes every
+login (sshd, PAM, the verify step) hash for minutes, which is a denial of
+service on the rescued node that no one can tell from a hang.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
@@ -43,6 +49,40 @@ DEFAULT_SCHEME = 'sha512_crypt'
 
 #: longest password (characters) and hash accepted, as in the contract
 MAX_LENGTH = 4096
+
+SHA_CRYPT_SCHEMES = frozenset({'sha512_crypt', 'sha256_crypt'})
+
+# The caps' defaults stay well above passlib's own defaults (656000 rounds
+# for sha512_crypt, 535000 for sha256_crypt, cost 12 for bcrypt), so that a
+# hash made by passlib, mkpasswd or this project's client always passes,
+# and well below what makes a login hang (1000000 rounds take about 0.2 s
+# on a current x86 core; every bcrypt cost step doubles the time).
+DEFAULT_MAX_SHA_CRYPT_ROUNDS = 1_000_000
+DEFAULT_MAX_BCRYPT_COST = 14
+# The lowest costs passlib (and glibc) produce; a cap below them would
+# refuse every hash of the scheme.
+MIN_SHA_CRYPT_ROUNDS = 1000
+MIN_BCRYPT_COST = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class CostCaps:
+    """The highest hash cost accepted: SHA-crypt ``rounds`` and the bcrypt
+    cost (log2 of its rounds), as ``[rescue_worker] max_sha_crypt_rounds``
+    and ``max_bcrypt_cost`` configure them on a node."""
+
+    sha_crypt_rounds: int = DEFAULT_MAX_SHA_CRYPT_ROUNDS
+    bcrypt_cost: int = DEFAULT_MAX_BCRYPT_COST
+
+    def limit(self, scheme: str) -> int:
+        """The cap of ``scheme``, in passlib's ``rounds`` of the scheme."""
+        if scheme in SHA_CRYPT_SCHEMES:
+            return self.sha_crypt_rounds
+        return self.bcrypt_cost
+
+
+#: the caps of a node that configures none
+DEFAULT_CAPS = CostCaps()
 
 _WEAK = 'a weak scheme that is never accepted'
 _LEGACY = 'a legacy scheme that is never accepted'
@@ -93,8 +133,8 @@ _HANDLERS = {name: passlib_registry.get_crypt_handler(name)
 
 # -- hashing -----------------------------------------------------------------
 
-def hash_password(plaintext: str, scheme: str,
-                  rounds: int | None = None) -> str:
+def hash_password(plaintext: str, scheme: str, rounds: int | None = None,
+                  caps: CostCaps = DEFAULT_CAPS) -> str:
     """Hash ``plaintext`` with the passlib ``scheme``; return the crypt hash.
 
     ``rounds`` overrides the cost (``None``: ``default_rounds``; tests use
@@ -107,21 +147,22 @@ def hash_password(plaintext: str, scheme: str,
     password's length: a 4096-character one takes seconds at the default
     rounds.
 
-    :raises ValueError: ``scheme`` is not supported (a programming error).
+    :raises ValueError: ``scheme`` is not supported, or ``rounds`` is above
+        ``caps`` (a hash the worker would refuse): programming errors.
     :raises RescueError: ``invalid_password``.
     """
-    _check_scheme(scheme)
+    check_cost(scheme, rounds, caps)
     check_plaintext(plaintext, scheme)
     if rounds is None:
-        rounds = default_rounds(scheme)
+        rounds = default_rounds(scheme, caps)
     return _HANDLERS[scheme].using(rounds=rounds).hash(plaintext)
 
 
-def default_rounds(scheme: str) -> int:
+def default_rounds(scheme: str, caps: CostCaps = DEFAULT_CAPS) -> int:
     """The cost ``hash_password`` uses by default: passlib's default for
-    ``scheme``."""
+    ``scheme``, or the cap where a node configures a lower one."""
     _check_scheme(scheme)
-    return _HANDLERS[scheme].default_rounds
+    return min(_HANDLERS[scheme].default_rounds, caps.limit(scheme))
 
 
 def hash_backend(scheme: str) -> str:
@@ -129,6 +170,23 @@ def hash_backend(scheme: str) -> str:
     ``bcrypt``), for reports of the hashing cost."""
     _check_scheme(scheme)
     return _HANDLERS[scheme].get_backend()
+
+
+def check_cost(scheme: str, rounds: int | None,
+               caps: CostCaps = DEFAULT_CAPS) -> None:
+    """Refuse hashing settings that would produce a hash the worker refuses.
+
+    For a conductor's settings (``RescueWorkerClient(hash_scheme=...,
+    hash_rounds=...)``), checked before anything is hashed or sent.
+
+    :raises ValueError: ``scheme`` is not supported, or ``rounds`` is above
+        its cap in ``caps``.
+    """
+    _check_scheme(scheme)
+    if rounds is not None and rounds > caps.limit(scheme):
+        raise ValueError(
+            '%s rounds of %d are above the cap of %d; a rescue worker '
+            'would refuse the hash' % (scheme, rounds, caps.limit(scheme)))
 
 
 def check_plaintext(plaintext: str, scheme: str | None = None) -> None:
@@ -155,14 +213,16 @@ def check_plaintext(plaintext: str, scheme: str | None = None) -> None:
 
 # -- vetting a hash ----------------------------------------------------------
 
-def identify_hash(value: str, accepted: Sequence[str]) -> str:
+def identify_hash(value: str, accepted: Sequence[str],
+                  caps: CostCaps = DEFAULT_CAPS) -> str:
     """Return the scheme of the crypt hash ``value`` if it is acceptable.
 
     Acceptable means: 1 to ``MAX_LENGTH`` printable ASCII characters with no
     ``:`` (so it can never break a shadow line), recognised by passlib as
     one of ``accepted`` (a subset of ``HASH_SCHEMES``; weak schemes such as
-    MD5-crypt and DES are never acceptable), and parsing cleanly: complete
-    (not a bare salt), well-formed, and in canonical form.
+    MD5-crypt and DES are never acceptable), parsing cleanly (complete, not
+    a bare salt, well-formed, and in canonical form), and no costlier than
+    ``caps`` allow.
 
     :raises ValueError: ``accepted`` names an unsupported scheme.
     :raises RescueError: ``invalid_hash``; the message says why and what to
@@ -176,7 +236,8 @@ def identify_hash(value: str, accepted: Sequence[str]) -> str:
     if problem is not None:
         raise errors.RescueError(
             errors.INVALID_HASH, '%s; %s' % (problem, how_to_send(allowed)))
-    if _parsed(scheme, value) is None:
+    parsed = _parsed(scheme, value)
+    if parsed is None:
         raise errors.RescueError(
             errors.INVALID_HASH,
             'the value looks like a %s hash but does not parse cleanly (it '
@@ -184,6 +245,9 @@ def identify_hash(value: str, accepted: Sequence[str]) -> str:
             'send the complete hash exactly as produced, e.g. by passlib '
             '(passlib.hash.%s.hash) or `%s`' % (scheme, scheme,
                                                 _TOOLS[scheme]))
+    if parsed.rounds > caps.limit(scheme):
+        raise errors.RescueError(errors.INVALID_HASH,
+                                 _over_cap(scheme, caps))
     return scheme
 
 
@@ -338,8 +402,8 @@ def _unsupported_format(value: str) -> str | None:
 
 
 def _parsed(scheme: str, value: str):
-    """``value`` parsed by passlib when it is a complete, canonical hash,
-    else None.
+    """``value`` parsed by passlib when it is a complete, canonical hash
+    (its ``rounds`` then give its cost), else None.
 
     Any passlib error is swallowed here and only the parsed hash or None
     leaves, so that no exception quoting the value ends up as the
@@ -364,3 +428,18 @@ def _parsed(scheme: str, value: str):
         return None
     return parsed
 
+
+def _over_cap(scheme: str, caps: CostCaps) -> str:
+    """The refusal of a hash costlier than ``caps`` allow; it names the
+    cap, never the hash's own cost, which is part of the hash."""
+    cap = caps.limit(scheme)
+    if scheme in SHA_CRYPT_SCHEMES:
+        return ('the %s hash has more rounds than this node accepts (at '
+                'most %d, [rescue_worker] max_sha_crypt_rounds), so every '
+                'login with it would take too long; send a hash of %d '
+                'rounds or less, or raise max_sha_crypt_rounds on the node'
+                % (scheme, cap, cap))
+    return ('the %s hash has a higher cost than this node accepts (at most '
+            '%d, [rescue_worker] max_bcrypt_cost), so every login with it '
+            'would take too long; send a hash of cost %d or less, or raise '
+            'max_bcrypt_cost on the node' % (scheme, cap, cap))

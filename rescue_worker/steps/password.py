@@ -2,7 +2,7 @@
 
 A plaintext password is hashed (``[rescue_worker] hash_scheme``); a
 pre-hashed one (``hashed=True``) is vetted against ``accepted_hash_schemes``
-and passed on unchanged. The result goes to
+and the cost caps, and passed on unchanged. The result goes to
 ``RescueState.password_hash`` / ``hash_scheme`` for the account step.
 
 What a good password or hash is lives in ``rescue_worker.passwords``, which
@@ -46,16 +46,22 @@ class PasswordStep(pipeline.Step):
             state.hash_scheme = scheme
             return 'accepted a %s hash' % scheme
         state.password_hash = passwords.hash_password(
-            request.rescue_password, scheme)
+            request.rescue_password, scheme, caps=self._caps())
         state.hash_scheme = scheme
         return 'hashed with %s' % scheme
+
+    def _caps(self) -> passwords.CostCaps:
+        opts = self.conf.rescue_worker
+        return passwords.CostCaps(sha_crypt_rounds=opts.max_sha_crypt_rounds,
+                                  bcrypt_cost=opts.max_bcrypt_cost)
 
     def _checked_scheme(self, request: pipeline.RescueRequest) -> str:
         """The scheme the request's password is, or will be, hashed with."""
         opts = self.conf.rescue_worker
         if request.hashed:
             return passwords.identify_hash(request.rescue_password,
-                                           opts.accepted_hash_schemes)
+                                           opts.accepted_hash_schemes,
+                                           self._caps())
         if opts.require_hashed:
             raise errors.RescueError(
                 errors.PLAINTEXT_REFUSED,

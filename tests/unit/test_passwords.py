@@ -3,7 +3,7 @@ conductor's client and rescue-worker-ctl all hash and vet with.
 
 What the step makes of them (every refusal, what it never leaks) is tested
 through the step in tests/unit/steps/test_password.py; here are the
-functions' own promises.
+functions' own promises, the cost caps above all.
 """
 
 import pathlib
@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from oslo_config import cfg
 from passlib import hash as passlib_hash
 
+from rescue_worker import conf as rw_conf
 from rescue_worker import errors
 from rescue_worker import passwords
 
@@ -22,6 +24,15 @@ SCHEMES = ('sha512_crypt', 'sha256_crypt', 'bcrypt')
 FAST_ROUNDS = {'sha512_crypt': 1000, 'sha256_crypt': 1000, 'bcrypt': 4}
 HASHES = {scheme: passwords.hash_password(PASSWORD, scheme, rounds)
           for scheme, rounds in FAST_ROUNDS.items()}
+
+
+def with_cost(scheme, cost):
+    """A well-formed hash of ``scheme`` claiming ``cost`` (its checksum is
+    not the password's: vetting cannot tell, and only login would)."""
+    value = HASHES[scheme]
+    if scheme == 'bcrypt':
+        return value.replace('$04$', '$%02d$' % cost)
+    return value.replace('rounds=1000$', 'rounds=%d$' % cost)
 
 
 # -- hashing ---------------------------------------------------------------
@@ -56,6 +67,36 @@ def test_hash_password_refuses_an_unsupported_scheme():
         passwords.hash_password(PASSWORD, 'md5_crypt')
 
 
+@pytest.mark.parametrize('scheme,rounds', [
+    ('sha512_crypt', 1000001), ('sha256_crypt', 999999999), ('bcrypt', 15)])
+def test_hash_password_never_makes_a_hash_above_the_default_caps(scheme,
+                                                                 rounds):
+    with pytest.raises(ValueError) as raised:
+        passwords.hash_password(PASSWORD, scheme, rounds=rounds)
+
+    assert 'cap' in str(raised.value)
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_passlib_default_cost_is_within_the_default_caps(scheme):
+    # A passlib upgrade that raised its defaults above the caps would make
+    # nodes refuse the hashes of every up-to-date conductor.
+    handler = getattr(passlib_hash, scheme)
+
+    assert passwords.default_rounds(scheme) == handler.default_rounds
+    assert passwords.check_cost(scheme, handler.default_rounds) is None
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_the_default_cost_drops_to_a_lower_cap(scheme):
+    caps = passwords.CostCaps(sha_crypt_rounds=2000, bcrypt_cost=5)
+
+    hashed = passwords.hash_password(PASSWORD, scheme, caps=caps)
+
+    handler = getattr(passlib_hash, scheme)
+    assert handler.from_string(hashed).rounds == caps.limit(scheme)
+
+
 def test_check_plaintext_accepts_unicode_and_spaces():
     passwords.check_plaintext(' p\u00e4ss w\u00f6rd \u2603 ')
 
@@ -84,6 +125,49 @@ def test_identify_hash_returns_the_scheme_name(scheme):
 def test_identify_hash_refuses_an_unsupported_accepted_scheme():
     with pytest.raises(ValueError):
         passwords.identify_hash(HASHES['sha512_crypt'], ['md5_crypt'])
+
+
+@pytest.mark.parametrize('scheme,cost', [
+    ('sha512_crypt', 999999999), ('sha512_crypt', 1000001),
+    ('sha256_crypt', 1000001), ('bcrypt', 31), ('bcrypt', 15)])
+def test_a_hash_over_the_default_caps_is_refused(scheme, cost):
+    value = with_cost(scheme, cost)
+
+    with pytest.raises(errors.RescueError) as raised:
+        passwords.identify_hash(value, SCHEMES)
+
+    assert raised.value.code == errors.INVALID_HASH
+    assert value not in raised.value.message
+    assert str(cost) not in raised.value.message
+    assert raised.value.__context__ is None
+
+
+@pytest.mark.parametrize('scheme,cost', [
+    ('sha512_crypt', 1000000), ('sha256_crypt', 1000000), ('bcrypt', 14)])
+def test_a_hash_at_the_default_caps_is_accepted(scheme, cost):
+    assert passwords.identify_hash(with_cost(scheme, cost), SCHEMES) == \
+        scheme
+
+
+def test_the_caps_given_are_the_caps_applied():
+    caps = passwords.CostCaps(sha_crypt_rounds=2000, bcrypt_cost=31)
+
+    passwords.identify_hash(with_cost('bcrypt', 31), SCHEMES, caps)
+    passwords.identify_hash(with_cost('sha512_crypt', 2000), SCHEMES, caps)
+    with pytest.raises(errors.RescueError) as raised:
+        passwords.identify_hash(with_cost('sha512_crypt', 2001), SCHEMES,
+                                caps)
+
+    assert 'at most 2000' in raised.value.message
+
+
+def test_the_cap_options_default_to_the_default_caps():
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+    opts = conf.rescue_worker
+
+    assert passwords.CostCaps(opts.max_sha_crypt_rounds,
+                              opts.max_bcrypt_cost) == passwords.DEFAULT_CAPS
 
 
 def test_how_to_send_names_the_accepted_schemes_and_a_tool():

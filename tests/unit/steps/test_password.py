@@ -1,10 +1,10 @@
 """The password step: what it hashes, what it accepts, what it refuses.
 
 A plaintext password is hashed with the configured scheme; a pre-hashed one
-is accepted only if it is a clean hash of an accepted scheme. Every refusal
-carries a stable code and a message that says what to fix without ever
-quoting the password or the hash. (The pure functions behind the step are
-tested in tests/unit/test_passwords.py.)
+is accepted only if it is a clean hash of an accepted scheme within the
+configured cost caps. Every refusal carries a stable code and a message that
+says what to fix without ever quoting the password or the hash. (The pure
+functions behind the step are tested in tests/unit/test_passwords.py.)
 """
 
 import traceback
@@ -73,6 +73,13 @@ REFUSED_HASHES = {
     'rounds_too_low': SHA512.replace('rounds=1000', 'rounds=999'),
     'truncated_bcrypt': BCRYPT[:-1],
     'bcrypt_padding_bits': with_wrong_bcrypt_padding(BCRYPT),
+    # Well-formed, but every login would hash for minutes (sha) or days
+    # (bcrypt); the checksums do not matter, no one can log in to check.
+    'sha512_rounds_over_cap': SHA512.replace('rounds=1000$',
+                                             'rounds=999999999$'),
+    'sha256_rounds_over_cap': SHA256.replace('rounds=1000$',
+                                             'rounds=1000001$'),
+    'bcrypt_cost_over_cap': BCRYPT.replace('$04$', '$31$'),
 }
 
 
@@ -99,14 +106,11 @@ def step(conf):
 
 
 @pytest.fixture
-def fast_rounds(monkeypatch):
-    """Make run() hash at FAST_ROUNDS instead of passlib's default cost."""
-    real = passwords.hash_password
-
-    def hash_password(plaintext, scheme, rounds=None):
-        return real(plaintext, scheme, rounds or FAST_ROUNDS[scheme])
-
-    monkeypatch.setattr(passwords, 'hash_password', hash_password)
+def fast_rounds(conf):
+    """Caps so low that run() hashes at FAST_ROUNDS instead of passlib's
+    default cost (a node hashes at its cap when the cap is lower)."""
+    configure(conf, max_sha_crypt_rounds=FAST_ROUNDS['sha512_crypt'],
+              max_bcrypt_cost=FAST_ROUNDS['bcrypt'])
 
 
 def request(value, hashed=False):
@@ -339,6 +343,73 @@ def test_a_plaintext_that_looks_like_a_hash_is_hashed_not_stored(
 
     assert state.password_hash != SHA512
     assert passlib_hash.sha512_crypt.verify(SHA512, state.password_hash)
+
+
+# -- hash cost caps -------------------------------------------------------
+
+@pytest.mark.parametrize('name,cap,option', [
+    ('sha512_rounds_over_cap', 1000000, 'max_sha_crypt_rounds'),
+    ('sha256_rounds_over_cap', 1000000, 'max_sha_crypt_rounds'),
+    ('bcrypt_cost_over_cap', 14, 'max_bcrypt_cost'),
+])
+def test_a_hash_costlier_than_the_default_cap_is_refused_naming_the_cap(
+        step, name, cap, option):
+    exc = refusal(step, request(REFUSED_HASHES[name], hashed=True))
+
+    assert exc.code == errors.INVALID_HASH
+    assert 'at most %d, [rescue_worker] %s' % (cap, option) in exc.message
+    assert 'raise %s on the node' % option in exc.message
+
+
+def test_the_refused_cost_itself_is_not_quoted(step):
+    exc = refusal(step, request(REFUSED_HASHES['sha512_rounds_over_cap'],
+                                hashed=True))
+
+    assert '999999999' not in exc.message
+
+
+@pytest.mark.parametrize('value', [
+    SHA512.replace('rounds=1000$', 'rounds=1000000$'),
+    SHA256.replace('rounds=1000$', 'rounds=1000000$'),
+    BCRYPT.replace('$04$', '$14$'),
+], ids=['sha512', 'sha256', 'bcrypt'])
+def test_a_hash_at_the_default_cap_is_accepted(step, value):
+    step.check(request(value, hashed=True))
+
+
+def test_a_lower_configured_cap_refuses_what_the_default_accepts(conf,
+                                                                 step):
+    value = SHA512.replace('rounds=1000$', 'rounds=6000$')
+    step.check(request(value, hashed=True))
+    configure(conf, max_sha_crypt_rounds=5000, max_bcrypt_cost=10)
+
+    sha = refusal(step, request(value, hashed=True))
+    bcrypt = refusal(step, request(BCRYPT.replace('$04$', '$11$'),
+                                   hashed=True))
+
+    assert 'at most 5000, [rescue_worker] max_sha_crypt_rounds' in \
+        sha.message
+    assert 'at most 10, [rescue_worker] max_bcrypt_cost' in bcrypt.message
+
+
+def test_a_raised_cap_accepts_a_costlier_hash(conf, step):
+    configure(conf, max_sha_crypt_rounds=999999999, max_bcrypt_cost=31)
+
+    step.check(request(REFUSED_HASHES['sha512_rounds_over_cap'],
+                       hashed=True))
+    step.check(request(REFUSED_HASHES['bcrypt_cost_over_cap'], hashed=True))
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_plaintext_is_hashed_at_the_cap_when_it_is_below_the_default(
+        conf, step, scheme, fast_rounds):
+    configure(conf, hash_scheme=scheme)
+    state = new_state()
+
+    step.run(request(PASSWORD), state)
+
+    parsed = getattr(passlib_hash, scheme).from_string(state.password_hash)
+    assert parsed.rounds == FAST_ROUNDS[scheme]
 
 
 # -- refusals never leak the secret --------------------------------------
