@@ -111,6 +111,15 @@ account_opts = [
                 default=True,
                 help='Give the account sudo rights '
                      '(etc/sudoers.d/<username> and the sudo group).'),
+    cfg.BoolOpt('unlock_after_lockdown',
+                default=True,
+                help='Write the account locked ("!" before the hash in '
+                     'etc/shadow, as "usermod -L" does) and unlock it only '
+                     'when the lockdown has removed the secrets (the token, '
+                     'the broker credentials), so the tenant can never log '
+                     'in while they are on disk. Takes effect only with '
+                     'exit_after_rescue: without a lockdown, nothing would '
+                     'unlock it, so it is written unlocked.'),
 ]
 
 pipeline_opts = [
