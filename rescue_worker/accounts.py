@@ -9,7 +9,12 @@ missing newline at the end of the file.
 The account step reads the files, hands them to ``plan_account`` (no I/O:
 tables in, the planned tables out) and writes what changed with
 ``rescue_worker.atomic.write_atomically``. The rules both steps apply (the
-sudo group, the mode and owner each file gets) live here, once.
+sudo group, the mode and owner each file gets, the lock) live here, once.
+
+The account can be written locked (``!`` before the hash, as ``usermod -L``
+does) so that the tenant cannot log in while the worker's secrets are still
+on disk; the lockdown calls ``unlock_account`` once they are gone, the one
+function here that writes a file.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ import re
 import stat
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rescue_worker import atomic
+
+if TYPE_CHECKING:
+    from oslo_config import cfg
 
 #: number of fields of an entry, per file
 PASSWD_FIELDS = 7
@@ -47,6 +58,10 @@ SHADOW_DEFAULTS = ('0', '99999', '7', '', '', '')
 #: that it created it, kept in the entry itself so that it survives a
 #: crash and a restart of the worker, and an entry without it is refused
 ACCOUNT_GECOS = 'rescue-worker rescue account'
+
+#: what ``usermod -L`` puts before the hash: no password verifies it then,
+#: and removing it restores the hash as it was
+LOCK_PREFIX = '!'
 
 #: the group whose members sudo lets run anything (Debian's sudoers)
 SUDO_GROUP = 'sudo'
@@ -264,6 +279,81 @@ def hash_problem(value: str | None) -> str | None:
     if not value.isascii():
         return 'the password hash contains a non-ASCII character'
     return None
+
+
+# -- locked until the lockdown ---------------------------------------------
+
+def locked_until_lockdown(conf: cfg.ConfigOpts) -> bool:
+    """Whether the account step writes the account locked, for the lockdown
+    to unlock once the secrets are gone (``unlock_account``).
+
+    Only when there is a lockdown (``exit_after_rescue``): without one
+    nothing would ever unlock it.
+    """
+    opts = conf.rescue_worker
+    return bool(opts.unlock_after_lockdown and opts.exit_after_rescue)
+
+
+def password_field(password_hash: str, locked: bool) -> str:
+    """The second field of the shadow entry for ``password_hash``."""
+    return LOCK_PREFIX + password_hash if locked else password_hash
+
+
+def is_locked(root_dir: str, username: str) -> bool:
+    """Whether the shadow entry of ``username`` under ``root_dir`` is
+    locked (its password field starts with ``!``), so no password logs in.
+
+    :raises LookupError: etc/shadow has no well-formed entry for the user.
+    :raises OSError: etc/shadow cannot be read.
+    """
+    shadow = Table.load(os.path.join(root_dir, 'etc', 'shadow'),
+                        SHADOW_FIELDS)
+    return _shadow_entry(shadow, username)[1].startswith(LOCK_PREFIX)
+
+
+def unlock_account(root_dir: str, username: str) -> bool:
+    """Remove the lock the account step wrote (the ``!`` before the hash),
+    so that the tenant's password logs in; for the lockdown, once the
+    secrets are gone.
+
+    etc/shadow is rewritten atomically under the lock of lckpwdf(3),
+    keeping its mode, its owner, the date of the last change and every
+    other line byte for byte. The hash goes nowhere else: no command line,
+    no log, no exception message.
+
+    :returns: True when it removed the lock; False when the entry was not
+        locked, so a second call changes nothing.
+    :raises LookupError: etc/shadow has no well-formed entry for the user.
+    :raises ValueError: no crypt hash follows the ``!`` (locked by someone
+        else, or with no password at all): unlocking would not give the
+        tenant a working password, or would give one to anybody.
+    :raises OSError: the lock, the read or the write failed.
+    """
+    etc = os.path.join(root_dir, 'etc')
+    with PasswdLock(etc):
+        shadow = Table.load(os.path.join(etc, 'shadow'), SHADOW_FIELDS)
+        fields = _shadow_entry(shadow, username)
+        if not fields[1].startswith(LOCK_PREFIX):
+            return False
+        unlocked = fields[1][len(LOCK_PREFIX):]
+        if hash_problem(unlocked) is not None or \
+                not unlocked.startswith('$'):
+            raise ValueError(
+                'the password field of %s in %s holds no crypt hash behind '
+                'its "!", so unlocking it would not give it a working '
+                'password; set its password again' % (username, shadow.path))
+        fields[1] = unlocked
+        shadow.put(fields, dedupe=False)
+        atomic.write_atomically(shadow.path, shadow.to_bytes())
+    return True
+
+
+def _shadow_entry(shadow: Table, username: str) -> list[str]:
+    fields = shadow.get(username)
+    if fields is None:
+        raise LookupError('%s has no well-formed entry for %s' %
+                          (shadow.path, username))
+    return fields
 
 
 # -- the mode and owner of each file ----------------------------------------

@@ -9,7 +9,12 @@ root_dir``:
   ``rescue-worker rescue account``, the worker's record that it created
   the account;
 - ``etc/shadow``: the hash the password step left in ``state``, the date of
-  the change, and useradd's defaults for the rest (``:0:99999:7:::``);
+  the change, and useradd's defaults for the rest (``:0:99999:7:::``); the
+  hash is locked (``!`` before it, as ``usermod -L`` does) when
+  ``[rescue_worker] unlock_after_lockdown`` and ``exit_after_rescue`` are
+  set, so that nobody logs in with it while the worker's secrets are on
+  disk, and the lockdown unlocks it (``accounts.unlock_account``) once they
+  are gone;
 - ``etc/group`` (and ``etc/gshadow`` when the system has one): the private
   group, and membership of ``sudo`` when ``[rescue_worker] sudo`` is set
   (the group is created, as gid 27 when free, if missing), none otherwise;
@@ -180,8 +185,10 @@ class AccountStep(pipeline.Step):
 
     def _plan(self, paths: _Paths, password_hash: str, owners: bool) -> _Plan:
         sudo = self.conf.rescue_worker.sudo
+        locked = accounts.locked_until_lockdown(self.conf)
         wanted = accounts.WantedAccount(
-            username=paths.username, password_field=password_hash,
+            username=paths.username,
+            password_field=accounts.password_field(password_hash, locked),
             shell=login_shell(paths.root), sudo=sudo,
             today=accounts.days_since_epoch())
         try:

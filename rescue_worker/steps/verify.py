@@ -9,7 +9,11 @@ Under ``[rescue_worker] root_dir`` it checks that:
   one; an executable file when the root is ``/``);
 - ``etc/shadow`` has a well-formed entry whose hash verifies the plaintext
   password (passlib) when the request carried one, or equals the request's
-  hash when it was pre-hashed, and the account has not expired;
+  hash when it was pre-hashed, and the account has not expired; when the
+  account step writes it locked until the lockdown
+  (``accounts.locked_until_lockdown``), the entry must be locked and the
+  hash behind the ``!`` is the one checked, and the report says "locked
+  until the lockdown";
 - the user's primary group is in ``etc/group``;
 - ``etc/shadow`` can be read by none but root and the ``shadow`` group,
   and changed by none but root (``accounts.secret_file_problem``, the rule
@@ -141,7 +145,8 @@ class VerifyStep(pipeline.Step):
         shadow = self._load(os.path.join(etc, 'shadow'),
                             accounts.SHADOW_FIELDS)
         _check_shadow_file(shadow.path, group, owners)
-        self._check_shadow(shadow, user, request, state)
+        locked = accounts.locked_until_lockdown(self.conf)
+        self._check_shadow(shadow, user, request, state, locked)
         if not any(accounts.parse_id(f[2]) == gid for f in group.entries()):
             raise _failed('the primary group (gid %d) of %s is not in %s' %
                           (gid, user, group.path))
@@ -149,9 +154,11 @@ class VerifyStep(pipeline.Step):
         if opts.sudo:
             self._check_sudo(group, sudoers, user, gid, owners)
             _check_includedir(os.path.join(etc, 'sudoers'))
-            return '%s can log in (uid %d); sudo ok' % (user, uid)
-        self._check_no_sudo(group, sudoers, user)
-        return '%s can log in (uid %d); no sudo' % (user, uid)
+        else:
+            self._check_no_sudo(group, sudoers, user)
+        return '%s can log in (uid %d%s); %s' % (
+            user, uid, ', locked until the lockdown' if locked else '',
+            'sudo ok' if opts.sudo else 'no sudo')
 
     @staticmethod
     def _load(path: str, nfields: int) -> accounts.Table:
@@ -226,33 +233,24 @@ class VerifyStep(pipeline.Step):
 
     def _check_shadow(self, shadow: accounts.Table, user: str,
                       request: pipeline.RescueRequest,
-                      state: pipeline.RescueState) -> None:
+                      state: pipeline.RescueState, locked: bool) -> None:
         fields = self._entry(shadow, user)
         stored = fields[1]
+        if locked:
+            if not stored.startswith(accounts.LOCK_PREFIX):
+                raise _failed(
+                    'the account %s is not locked in %s, so it can be '
+                    'logged into before the lockdown removed the secrets '
+                    '([rescue_worker] unlock_after_lockdown)' %
+                    (user, shadow.path))
+            # The hash the lockdown will unlock is what must verify.
+            stored = stored[len(accounts.LOCK_PREFIX):]
         if request.hashed:
-            matches = hmac.compare_digest(stored.encode('utf-8', 'replace'),
-                                          request.rescue_password.encode(
-                                              'utf-8', 'replace'))
-            if not matches:
-                raise _failed('the password hash of %s in %s is not the one '
-                              'the request carried' % (user, shadow.path))
+            _check_same_hash(stored, request.rescue_password, user,
+                             shadow.path)
         else:
-            verdict = _verifies(request.rescue_password, stored)
-            if verdict is None:
-                raise _failed('the password field of %s in %s is not a '
-                              'usable %s hash (locked, empty or '
-                              'malformed)' % (user, shadow.path,
-                                              ', '.join(rw_conf.HASH_SCHEMES)
-                                              ))
-            if not verdict:
-                raise _failed('the password hash of %s in %s does not '
-                              'verify the password of the request' %
-                              (user, shadow.path))
-            if state.hash_scheme and \
-                    _CONTEXT.identify(stored) != state.hash_scheme:
-                raise _failed('the password hash of %s in %s is not a %s '
-                              'hash' % (user, shadow.path,
-                                        state.hash_scheme))
+            _check_verifies(stored, request.rescue_password, user,
+                            shadow.path, state.hash_scheme)
         expire = accounts.parse_id(fields[7])
         if fields[7] and expire is not None and \
                 expire <= accounts.days_since_epoch():
@@ -316,6 +314,30 @@ class VerifyStep(pipeline.Step):
         if os.path.lexists(sudoers):
             raise _failed('%s exists although [rescue_worker] sudo is '
                           'false' % sudoers)
+
+
+def _check_same_hash(stored: str, requested: str, user: str,
+                     path: str) -> None:
+    matches = hmac.compare_digest(stored.encode('utf-8', 'replace'),
+                                  requested.encode('utf-8', 'replace'))
+    if not matches:
+        raise _failed('the password hash of %s in %s is not the one the '
+                      'request carried' % (user, path))
+
+
+def _check_verifies(stored: str, password: str, user: str, path: str,
+                    scheme: str | None) -> None:
+    verdict = _verifies(password, stored)
+    if verdict is None:
+        raise _failed('the password field of %s in %s is not a usable %s '
+                      'hash (locked, empty or malformed)' % (
+                          user, path, ', '.join(rw_conf.HASH_SCHEMES)))
+    if not verdict:
+        raise _failed('the password hash of %s in %s does not verify the '
+                      'password of the request' % (user, path))
+    if scheme and _CONTEXT.identify(stored) != scheme:
+        raise _failed('the password hash of %s in %s is not a %s hash' %
+                      (user, path, scheme))
 
 
 def _listed_shells(path: str) -> set[str] | None:

@@ -11,8 +11,10 @@ import os
 import stat
 
 import pytest
+from oslo_config import cfg
 
 from rescue_worker import accounts
+from rescue_worker import conf as rw_conf
 
 HASH = '$6$rounds=1000$salt$' + 'h' * 86
 NEW_HASH = '$6$rounds=1000$salt$' + 'n' * 86
@@ -306,6 +308,42 @@ def test_a_sudo_group_without_a_numeric_gid_is_refused():
     start = tables(group=GROUP.replace('sudo:x:27:', 'sudo:x::'))
 
     assert 'has no numeric gid' in conflict(start)
+
+
+# -- locked until the lockdown ---------------------------------------------
+
+def test_a_locked_password_field_is_the_hash_behind_a_bang():
+    plan = accounts.plan_account(tables(), wanted(
+        password_field=accounts.password_field(HASH, locked=True)))
+
+    assert line_of(plan.tables.shadow, 'rescue') == \
+        'rescue:!%s:%d:0:99999:7:::' % (HASH, TODAY)
+    assert accounts.password_field(HASH, locked=False) == HASH
+
+
+@pytest.mark.parametrize('unlock_after_lockdown, exit_after_rescue, locked', [
+    (True, True, True),
+    (True, False, False),  # no lockdown would ever unlock it
+    (False, True, False),
+    (False, False, False),
+])
+def test_the_account_is_locked_only_when_a_lockdown_will_unlock_it(
+        unlock_after_lockdown, exit_after_rescue, locked):
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+    conf.set_override('unlock_after_lockdown', unlock_after_lockdown,
+                      group=rw_conf.GROUP)
+    conf.set_override('exit_after_rescue', exit_after_rescue,
+                      group=rw_conf.GROUP)
+
+    assert accounts.locked_until_lockdown(conf) is locked
+
+
+def test_by_default_the_account_is_locked_until_the_lockdown():
+    conf = cfg.ConfigOpts()
+    rw_conf.register_opts(conf)
+
+    assert accounts.locked_until_lockdown(conf) is True
 
 
 # -- refusals -------------------------------------------------------------

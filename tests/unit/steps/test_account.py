@@ -99,14 +99,25 @@ def seed_debian_root(root):
 
 
 def make_conf(root, **overrides):
-    """The worker's options at their defaults and root_dir at ``root``.
+    """The worker's options at their defaults, root_dir at ``root`` and
+    the account written unlocked (``unlock_after_lockdown = false``), so
+    that the entries read as the tenant finds them after the lockdown;
+    ``locked_conf`` is the default, with tests of its own.
 
     Registered options are read without parsing, so the required node_id
     never has to be supplied.
     """
     conf = cfg.ConfigOpts()
     rw_conf.register_opts(conf)
-    configure(conf, root_dir=str(root), **overrides)
+    configure(conf, root_dir=str(root), unlock_after_lockdown=False,
+              **overrides)
+    return conf
+
+
+def locked_conf(root, **overrides):
+    """The worker's options at their defaults, root_dir at ``root``."""
+    conf = make_conf(root, **overrides)
+    conf.clear_override('unlock_after_lockdown', group=rw_conf.GROUP)
     return conf
 
 
@@ -693,6 +704,137 @@ def test_running_twice_gives_the_same_files_as_running_once(root, conf,
 
     for rel in ACCOUNT_FILES + ('etc/sudoers.d/rescue',):
         assert read(root, rel) == read(other, rel)
+
+
+# -- locked until the lockdown ---------------------------------------------
+
+LOCKED_ENTRY = 'rescue:!%s:%d:0:99999:7:::' % (HASH, TODAY)
+UNLOCKED_ENTRY = 'rescue:%s:%d:0:99999:7:::' % (HASH, TODAY)
+
+
+@pytest.fixture
+def locked(root):
+    """``root`` after the account step ran at the default options."""
+    run_account(locked_conf(root))
+    return root
+
+
+def test_by_default_the_account_is_written_locked(locked):
+    assert entry(locked, 'etc/shadow', 'rescue') == LOCKED_ENTRY
+    assert accounts.is_locked(str(locked), 'rescue')
+
+
+def test_without_a_lockdown_the_account_is_written_unlocked(root):
+    # With exit_after_rescue off there is no lockdown to unlock it.
+    run_account(locked_conf(root, exit_after_rescue=False))
+
+    assert entry(root, 'etc/shadow', 'rescue') == UNLOCKED_ENTRY
+    assert not accounts.is_locked(str(root), 'rescue')
+
+
+def test_a_second_locked_run_changes_nothing(locked):
+    before = tree(locked, mtimes='all')
+
+    detail = run_account(locked_conf(locked))
+
+    assert detail == 'user rescue (uid 1001) unchanged'
+    assert tree(locked, mtimes='all') == before
+
+
+def test_unlocking_gives_the_files_an_unlocked_run_writes(
+        locked, tmp_path, monkeypatch):
+    unlocked = seed_debian_root(tmp_path / 'unlocked')
+    run_account(make_conf(unlocked))
+    # The lockdown comes later; the date of the change stays the hash's.
+    monkeypatch.setattr(accounts, 'days_since_epoch', lambda: TODAY + 1)
+
+    assert accounts.unlock_account(str(locked), 'rescue') is True
+
+    assert entry(locked, 'etc/shadow', 'rescue') == UNLOCKED_ENTRY
+    assert not accounts.is_locked(str(locked), 'rescue')
+    for rel in ACCOUNT_FILES + ('etc/sudoers.d/rescue',):
+        assert read(locked, rel) == read(unlocked, rel)
+
+
+def test_unlocking_changes_only_the_user_s_line_and_keeps_mode_and_owner(
+        locked):
+    shadow = locked / 'etc' / 'shadow'
+    os.chmod(shadow, 0o600)
+    before = (read(locked, 'etc/shadow'), mode(shadow), owner(shadow))
+
+    accounts.unlock_account(str(locked), 'rescue')
+
+    assert (read(locked, 'etc/shadow'), mode(shadow), owner(shadow)) == (
+        before[0].replace(LOCKED_ENTRY.encode(), UNLOCKED_ENTRY.encode()),
+        before[1], before[2])
+    assert not [path for path in tree(locked) if path.endswith('.tmp')]
+
+
+def test_unlocking_twice_changes_nothing_the_second_time(locked):
+    accounts.unlock_account(str(locked), 'rescue')
+    before = tree(locked, mtimes='all')
+
+    assert accounts.unlock_account(str(locked), 'rescue') is False
+
+    assert tree(locked, mtimes='all') == before
+
+
+def test_unlocking_runs_no_program_and_logs_no_hash(locked, monkeypatch,
+                                                    caplog):
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError('unlock_account ran a program')
+
+    monkeypatch.setattr(subprocess, 'Popen', no_subprocess)
+    monkeypatch.setattr(os, 'system', no_subprocess)
+    caplog.set_level('DEBUG')
+
+    accounts.unlock_account(str(locked), 'rescue')
+
+    assert HASH not in caplog.text
+    assert HASH.rsplit('$', 1)[1] not in caplog.text
+
+
+def test_unlocking_a_user_without_a_shadow_entry_raises_lookup_error(root):
+    with pytest.raises(LookupError) as info:
+        accounts.unlock_account(str(root), 'rescue')
+
+    assert str(info.value) == '%s has no well-formed entry for rescue' % (
+        root / 'etc' / 'shadow')
+
+
+@pytest.mark.parametrize('field', ['!', '!!', '!*', '!!' + HASH])
+def test_a_lock_with_no_hash_behind_it_is_not_unlocked(root, field):
+    with open(root / 'etc' / 'shadow', 'a') as f:
+        f.write('rescue:%s:%d:0:99999:7:::\n' % (field, TODAY))
+    before = tree(root, mtimes='all')
+
+    with pytest.raises(ValueError) as info:
+        accounts.unlock_account(str(root), 'rescue')
+
+    assert 'no crypt hash behind' in str(info.value)
+    assert HASH not in str(info.value)
+    assert tree(root, mtimes='all') == before
+
+
+def test_unlocking_waits_for_the_password_file_lock(locked, monkeypatch):
+    monkeypatch.setattr(accounts, 'LOCK_TIMEOUT', 0.2)
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import fcntl, sys\n'
+         'f = open(sys.argv[1], "w")\n'
+         'fcntl.lockf(f, fcntl.LOCK_EX)\n'
+         'print("locked", flush=True)\n'
+         'sys.stdin.read()\n', str(locked / 'etc' / '.pwd.lock')],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'locked\n'
+
+        with pytest.raises(TimeoutError):
+            accounts.unlock_account(str(locked), 'rescue')
+    finally:
+        holder.communicate('', timeout=30)
+
+    assert entry(locked, 'etc/shadow', 'rescue') == LOCKED_ENTRY
 
 
 # -- the edges of the file format ----------------------------------------

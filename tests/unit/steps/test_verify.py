@@ -31,6 +31,7 @@ def root(tmp_path):
 
 @pytest.fixture
 def conf(root):
+    """Options for an account written unlocked (see ``spec.make_conf``)."""
     return spec.make_conf(root)
 
 
@@ -177,6 +178,51 @@ def test_a_locked_shadow_hash_fails(provisioned, conf):
     exc = failure(conf)
 
     assert 'not a usable' in exc.message
+
+
+# -- locked until the lockdown -----------------------------------------
+
+@pytest.fixture
+def locked_conf(root):
+    return spec.locked_conf(root)
+
+
+@pytest.fixture
+def locked(root, locked_conf):
+    """The root after the account step wrote ``rescue`` locked."""
+    spec.run_account(locked_conf)
+    return root
+
+
+def test_a_locked_account_passes_and_the_report_says_it_is_locked(
+        locked, locked_conf):
+    assert run_verify(locked_conf) == \
+        'rescue can log in (uid 1001, locked until the lockdown); sudo ok'
+
+
+def test_a_locked_account_passes_a_hashed_request_for_its_hash(
+        locked, locked_conf):
+    run_verify(locked_conf, hashed_request())
+
+
+def test_a_locked_account_whose_hash_is_another_fails(locked, locked_conf):
+    edit_field(locked, 'etc/shadow', 'rescue', 1, '!' + OTHER_HASH)
+
+    exc = failure(locked_conf)
+
+    assert 'does not verify' in exc.message
+
+
+def test_an_unlocked_account_fails_when_it_must_stay_locked(locked,
+                                                           locked_conf):
+    edit_field(locked, 'etc/shadow', 'rescue', 1, HASH)
+
+    exc = failure(locked_conf)
+
+    assert exc.message == (
+        'the account rescue is not locked in %s, so it can be logged into '
+        'before the lockdown removed the secrets ([rescue_worker] '
+        'unlock_after_lockdown)' % (locked / 'etc' / 'shadow'))
 
 
 def test_a_hashed_request_fails_when_shadow_holds_another_hash(provisioned,
