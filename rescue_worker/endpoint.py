@@ -1,8 +1,8 @@
 """RPC API 1.x of the worker: argument checks, authentication, idempotency,
 and the hand-off to the pipeline.
 
-This module knows the wire contract (DESIGN.md section 3) and nothing of
-files: the journal, the pipeline and the notifications are given to it.
+This module knows the wire contract and nothing of files: the journal, the
+pipeline, the notifications and the lockdown are given to it.
 """
 
 from __future__ import annotations
@@ -11,24 +11,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import oslo_messaging
 
+from rescue_worker import agent_token
+from rescue_worker import contract
 from rescue_worker import errors
 from rescue_worker import journal as rw_journal
+from rescue_worker import lockdown as rw_lockdown
 from rescue_worker import notify
+from rescue_worker import payloads
 from rescue_worker import pipeline as rw_pipeline
 from rescue_worker import version
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = '1.0'
-
-WAITING = 'waiting'
-RESCUING = 'rescuing'
-RESCUED = 'rescued'
-FAILED = 'failed'
+RPC_API_VERSION = contract.RPC_API_VERSION
 
 MAX_PASSWORD_FIELD = 1024 * 1024  # type/size guard; the step checks 4096
 MAX_REQUEST_ID = 255
@@ -87,21 +85,23 @@ class RescueEndpoint:
 
     target = oslo_messaging.Target(version=RPC_API_VERSION)
 
-    def __init__(self, *, node_id: str, topic: str, username: str,
-                 token_check, journal: rw_journal.Journal,
+    def __init__(self, *, node_id: str, username: str,
+                 token_check: agent_token.TokenCheck,
+                 journal: rw_journal.Journal,
                  pipeline: rw_pipeline.Pipeline,
                  notifications: notify.Notifications,
-                 on_rescued: Callable[[dict], bool] | None = None,
+                 lockdown: rw_lockdown.Lockdown | None = None,
                  stopping: threading.Event | None = None,
                  outcome_retry_timeout: float = 600.0) -> None:
         self.node_id = node_id
-        self.topic = topic
         self.username = username
         self._token_check = token_check
         self._journal = journal
         self._pipeline = pipeline
         self._notifications = notifications
-        self._on_rescued = on_rescued
+        # None: the worker keeps serving after a rescue
+        # (exit_after_rescue = false).
+        self._lockdown = lockdown
         # Set when the worker stops: an outcome still unpublished is then
         # left to the journal (published at the next start).
         self._stopping = stopping or threading.Event()
@@ -109,15 +109,15 @@ class RescueEndpoint:
         # One request at a time: the steps rewrite the same files.
         self._run_lock = threading.Lock()
         self._refusals = _RefusalLog()
-        self._closed = False
         last = journal.last()
         self._last_request_id = last.request_id if last else None
         if last is None:
-            self._state = WAITING
+            self._state = contract.WAITING
         elif not last.ended:
-            self._state = RESCUING
+            self._state = contract.RESCUING
         else:
-            self._state = FAILED if last.outcome.get('error') else RESCUED
+            self._state = (contract.FAILED if last.outcome.get('error')
+                           else contract.RESCUED)
 
     # -- RPC API -----------------------------------------------------------
 
@@ -131,7 +131,7 @@ class RescueEndpoint:
         return {'node_id': self.node_id,
                 'state': self._state,
                 'last_request_id': self._last_request_id,
-                'rpc_api_version': RPC_API_VERSION,
+                'rpc_api_version': contract.RPC_API_VERSION,
                 'version': version.version_string()}
 
     def finalize_rescue(self, ctxt, /, rescue_password=MISSING,
@@ -143,35 +143,39 @@ class RescueEndpoint:
             self._token_check.verify(agent_token)
             request = self._parse(request_id, rescue_password, hashed,
                                   unknown)
-            self._pipeline.check(request)
+            request = self._pipeline.check(request)
         except errors.RescueError as exc:
             request_id = request_id or _new_request_id()
             self._refusals.warning(request_id, exc)
-            data = self._data(request_id, received, error=exc.as_dict())
-            self._publish_once(data)
-            return data
+            return self._answer_once(self._payload(
+                request_id, received, error=exc.as_dict()))
 
         with self._run_lock:
-            if self._closed:
+            if self._lockdown is not None and self._lockdown.engaged:
                 LOG.warning('Request %s arrived after lockdown began; it '
                             'is not run (the node is already rescued)',
                             request_id)
-                return self._data(request_id, received, error={
+                return self._payload(request_id, received, error={
                     'code': errors.INTERNAL,
                     'message': 'the worker is locked down after a rescue; '
                                'reboot the node into the rescue ramdisk '
-                               'to rescue it again'})
+                               'to rescue it again'}).to_data()
             record = self._journal.get(request_id)
             if record is not None and record.ended:
-                return self._replay(record)
-            self._journal.record_request(
-                request_id, {'rescue_password': request.rescue_password,
-                             'hashed': request.hashed})
-            return self._run(request, received)
+                LOG.info('Request %s was already handled; publishing its '
+                         'recorded outcome again', request_id)
+                return self._answer_once(self._recorded(record))
+            try:
+                self._journal.record_request(request_id,
+                                             request.journal_data())
+            except OSError as exc:
+                return self._answer_once(self._journal_failed(
+                    request_id, received, exc))
+            return self._run(request, received).to_data()
 
     # -- start-up recovery -------------------------------------------------
 
-    def recover(self) -> list[dict]:
+    def recover(self) -> list[payloads.FinalizeRescuePayload]:
         """Finish what the journal shows a crash interrupted.
 
         Called before the server starts consuming. Returns the outcomes.
@@ -179,44 +183,61 @@ class RescueEndpoint:
         outcomes = []
         with self._run_lock:
             for record in self._journal.unfinished():
-                if record.ended:
-                    # The end may have gone out just before the crash:
-                    # nothing is re-run, so this is a replay, and a
-                    # conductor counting first runs never counts two.
-                    LOG.info('Request %s ended before a restart but its '
-                             'outcome may not have been published; '
-                             'publishing it again', record.request_id)
-                    data = dict(record.outcome, replayed=True)
-                    self._publish_outcome(data)
-                    outcomes.append(data)
-                    continue
-                if record.request is None:
-                    # Scrubbed at a lockdown that this start ignores.
-                    LOG.error('Request %s was interrupted but its data is '
-                              'gone; the conductor must send it again',
-                              record.request_id)
-                    continue
-                LOG.info('Request %s was interrupted by a restart; '
-                         'running it again', record.request_id)
-                request = rw_pipeline.RescueRequest(
-                    request_id=record.request_id,
-                    rescue_password=record.request['rescue_password'],
-                    hashed=record.request['hashed'])
-                outcomes.append(self._run(request, time.monotonic()))
+                outcome = self._recover_one(record)
+                if outcome is not None:
+                    outcomes.append(outcome)
         return outcomes
 
-    def close(self) -> None:
-        """Refuse to run anything from now on (lockdown)."""
-        with self._run_lock:
-            self._closed = True
+    def _recover_one(self, record: rw_journal.JournalRecord
+                     ) -> payloads.FinalizeRescuePayload | None:
+        if record.ended:
+            # The end may have gone out just before the crash: nothing is
+            # re-run, so this is a replay, and a conductor counting first
+            # runs never counts two.
+            LOG.info('Request %s ended before a restart but its outcome '
+                     'may not have been published; publishing it again',
+                     record.request_id)
+            outcome = self._recorded(record)
+            self._publish_outcome(outcome)
+            return outcome
+        if record.request is None:
+            # Scrubbed at a lockdown that this start ignores.
+            LOG.error('Request %s was interrupted but its data is gone; '
+                      'the conductor must send it again', record.request_id)
+            return None
+        LOG.info('Request %s was interrupted by a restart; running it '
+                 'again', record.request_id)
+        request = rw_pipeline.RescueRequest.from_journal(record.request_id,
+                                                         record.request)
+        return self._run(request, time.monotonic())
 
     # -- internals ---------------------------------------------------------
 
-    def _data(self, request_id: str, received: float, **fields) -> dict:
-        return notify.finalize_data(
+    def _payload(self, request_id: str, received: float,
+                 **fields) -> payloads.FinalizeRescuePayload:
+        return payloads.FinalizeRescuePayload(
             node_id=self.node_id, request_id=request_id,
             username=self.username,
             duration_ms=(time.monotonic() - received) * 1000.0, **fields)
+
+    @staticmethod
+    def _recorded(record: rw_journal.JournalRecord
+                  ) -> payloads.FinalizeRescuePayload:
+        return payloads.FinalizeRescuePayload.from_data(
+            record.outcome).replay()
+
+    def _journal_failed(self, request_id: str, received: float,
+                        exc: OSError) -> payloads.FinalizeRescuePayload:
+        LOG.error('Request %s: the journal in %s cannot be written (%s); '
+                  'the request is not run', request_id, self._journal.path,
+                  exc.strerror or type(exc).__name__)
+        return self._payload(request_id, received, error={
+            'code': errors.INTERNAL,
+            'message': 'the worker cannot write its journal in %s (%s); '
+                       'free space or fix that directory on the node, then '
+                       'send the request again' % (
+                           self._journal.path,
+                           exc.strerror or type(exc).__name__)})
 
     def _request_id(self, ctxt) -> str:
         request_id = ctxt.get('request_id') if isinstance(ctxt, dict) \
@@ -262,53 +283,47 @@ class RescueEndpoint:
                                          rescue_password=rescue_password,
                                          hashed=hashed)
 
-    def _replay(self, record: rw_journal.JournalRecord) -> dict:
-        LOG.info('Request %s was already handled; publishing its recorded '
-                 'outcome again', record.request_id)
-        data = dict(record.outcome, replayed=True)
-        self._publish_once(data)
-        return data
-
     def _run(self, request: rw_pipeline.RescueRequest,
-             received: float) -> dict:
-        self._state, self._last_request_id = RESCUING, request.request_id
+             received: float) -> payloads.FinalizeRescuePayload:
+        self._state, self._last_request_id = (contract.RESCUING,
+                                              request.request_id)
         LOG.info('Request %s: running steps %s', request.request_id,
                  ','.join(self._pipeline.step_names))
-        self._notifications.start(self._data(request.request_id, received))
+        self._notifications.start(self._payload(request.request_id,
+                                                received))
         result = self._pipeline.run(request)
-        data = self._data(
+        outcome = self._payload(
             request.request_id, received,
-            hash_scheme=result.state.hash_scheme,
-            steps=[report.as_dict() for report in result.steps],
+            hash_scheme=result.state.hash_scheme, steps=result.steps,
             interfaces=result.state.interfaces,
             error=result.error.as_dict() if result.error else None)
-        self._journal.record_outcome(request.request_id, data)
-        self._state = RESCUED if result.succeeded else FAILED
+        self._journal.record_outcome(request.request_id, outcome.to_data())
+        self._state = (contract.RESCUED if result.succeeded
+                       else contract.FAILED)
         if result.succeeded:
             LOG.info('Request %s: rescue succeeded in %.0f ms',
-                     request.request_id, data['duration_ms'])
+                     request.request_id, outcome.duration_ms)
         else:
             LOG.error('Request %s: rescue failed: %s (%s)',
                       request.request_id, result.error.code,
                       result.error.message)
-        if not self._publish_outcome(data):
-            return data
-        if result.succeeded and self._on_rescued is not None:
-            # True: the worker locks down and takes nothing more.
-            self._closed = self._on_rescued(data) is True
-        return data
+        if (self._publish_outcome(outcome) and result.succeeded
+                and self._lockdown is not None):
+            self._lockdown.engage(outcome)
+        return outcome
 
-    def _publish_outcome(self, data: dict) -> bool:
+    def _publish_outcome(self,
+                         outcome: payloads.FinalizeRescuePayload) -> bool:
         """Publish a journaled outcome until the broker takes it, then note
         it in the journal; for ``outcome_retry_timeout`` at most, so that a
         dead broker never holds the worker for ever. False if the worker
         stopped first (the next start publishes it)."""
-        request_id = data['request_id']
+        request_id = outcome.request_id
         give_up_at = time.monotonic() + self._outcome_retry_timeout
         delay = PUBLISH_RETRY_DELAY
         while True:
             try:
-                self._notifications.outcome(data)
+                self._notifications.outcome(outcome)
                 break
             except notify.NotificationNotSent:
                 pass
@@ -334,15 +349,17 @@ class RescueEndpoint:
         self._journal.mark_notified(request_id)
         return True
 
-    def _publish_once(self, data: dict) -> None:
+    def _answer_once(self, outcome: payloads.FinalizeRescuePayload) -> dict:
         """Publish a refusal or a replay, once: neither is waiting in the
-        journal, and the conductor's re-cast asks again."""
+        journal, and the conductor's re-cast asks again. Returns the data
+        a call gets."""
         try:
-            self._notifications.outcome(data)
+            self._notifications.outcome(outcome)
         except notify.NotificationNotSent:
             LOG.warning('The answer to request %s did not reach the broker; '
                         'a re-cast of it will be answered again',
-                        data['request_id'])
+                        outcome.request_id)
+        return outcome.to_data()
 
 
 def _new_request_id() -> str:

@@ -25,7 +25,7 @@ import uuid
 import fixtures
 import oslo_messaging
 
-from rescue_worker import notify
+from rescue_worker import payloads
 from rescue_worker import rpc
 from rescue_worker import sandbox
 from rescue_worker import service
@@ -44,7 +44,7 @@ class Notification:
     @property
     def data(self) -> dict:
         """The payload's ``rescue_worker_object.data``."""
-        return notify.payload_data(self.payload)
+        return payloads.payload_data(self.payload)
 
 
 class NotificationCapture(fixtures.Fixture):
@@ -140,7 +140,7 @@ class NotificationCapture(fixtures.Fixture):
     def wait_for_outcome(self, request_id: str,
                          timeout: float = DEFAULT_TIMEOUT) -> Notification:
         """The ``end`` or ``error`` notification of ``request_id``."""
-        return self.wait_for((notify.EVENT_END, notify.EVENT_ERROR),
+        return self.wait_for((payloads.EVENT_END, payloads.EVENT_ERROR),
                              request_id=request_id, timeout=timeout)
 
 

@@ -1,9 +1,8 @@
-"""Versioned notification payloads and their emission (DESIGN.md section 3).
+"""Emission of the worker's notifications, and knowing when one failed.
 
-Every event carries the same envelope, so a consumer parses one shape and
-checks one version. The context sent with a notification is built here from
-the request id alone: the caller's context may hold its own credentials and is
-never echoed back onto the bus.
+The payloads themselves are in ``payloads``. The context sent with a
+notification is built here from the request id alone: the caller's context
+may hold its own credentials and is never echoed back onto the bus.
 """
 
 from __future__ import annotations
@@ -15,20 +14,19 @@ from collections.abc import Iterator
 
 import oslo_messaging
 
+from rescue_worker import payloads
+
 LOG = logging.getLogger(__name__)
 
-from rescue_worker.payloads import EVENT_END  # noqa: F401
-from rescue_worker.payloads import EVENT_ERROR  # noqa: F401
-from rescue_worker.payloads import EVENT_READY  # noqa: F401
-from rescue_worker.payloads import EVENT_START  # noqa: F401
-from rescue_worker.payloads import EVENT_STOPPED  # noqa: F401
-from rescue_worker.payloads import OBJECT_NAMESPACE  # noqa: F401
-from rescue_worker.payloads import payload_data  # noqa: F401
-
-PAYLOAD_VERSION = '1.0'
-FINALIZE_PAYLOAD = 'FinalizeRescuePayload'
-WORKER_PAYLOAD = 'WorkerPayload'
-_KEY = OBJECT_NAMESPACE + '_object.'
+# The event types and payload helpers lived here before payloads.py; the
+# names stay importable for consumers that use them.
+EVENT_READY = payloads.EVENT_READY
+EVENT_STOPPED = payloads.EVENT_STOPPED
+EVENT_START = payloads.EVENT_START
+EVENT_END = payloads.EVENT_END
+EVENT_ERROR = payloads.EVENT_ERROR
+OBJECT_NAMESPACE = payloads.OBJECT_NAMESPACE
+payload_data = payloads.payload_data
 
 
 class NotificationNotSent(Exception):
@@ -85,38 +83,6 @@ class _SendFailures(logging.Handler):
 _SEND_FAILURES = _SendFailures()
 
 
-def envelope(name: str, data: dict) -> dict:
-    return {_KEY + 'name': name,
-            _KEY + 'namespace': OBJECT_NAMESPACE,
-            _KEY + 'version': PAYLOAD_VERSION,
-            _KEY + 'data': data}
-
-
-def finalize_data(*, node_id: str, request_id: str, username: str,
-                  hash_scheme: str | None = None,
-                  steps: list[dict] | None = None,
-                  interfaces: list[dict] | None = None,
-                  duration_ms: float = 0.0,
-                  error: dict | None = None,
-                  replayed: bool = False) -> dict:
-    return {'node_id': node_id,
-            'request_id': request_id,
-            'replayed': replayed,
-            'username': username,
-            'hash_scheme': hash_scheme,
-            'steps': list(steps or []),
-            'interfaces': list(interfaces or []),
-            'duration_ms': round(duration_ms, 3),
-            'error': error}
-
-
-def worker_data(*, node_id: str, state: str, topic: str, version: str,
-                rpc_api_version: str, reason: str | None = None) -> dict:
-    return {'node_id': node_id, 'state': state, 'topic': topic,
-            'version': version, 'rpc_api_version': rpc_api_version,
-            'reason': reason}
-
-
 class _RequestContext(dict):
     """The context published with a notification: the request id only.
 
@@ -135,28 +101,26 @@ class Notifications:
         self._notifier = notifier
         _SEND_FAILURES.install()
 
-    def _ctxt(self, data: dict) -> dict:
-        request_id = data.get('request_id')
-        return _RequestContext(request_id=request_id) if request_id else {}
+    @staticmethod
+    def _ctxt(payload: payloads.FinalizeRescuePayload) -> dict:
+        return _RequestContext(request_id=payload.request_id)
 
-    def ready(self, data: dict) -> None:
-        self._notifier.info({}, EVENT_READY, envelope(WORKER_PAYLOAD, data))
+    def ready(self, payload: payloads.WorkerPayload) -> None:
+        self._notifier.info({}, EVENT_READY, payload.envelope())
 
-    def stopped(self, data: dict) -> None:
-        self._notifier.info({}, EVENT_STOPPED, envelope(WORKER_PAYLOAD, data))
+    def stopped(self, payload: payloads.WorkerPayload) -> None:
+        self._notifier.info({}, EVENT_STOPPED, payload.envelope())
 
-    def start(self, data: dict) -> None:
-        self._notifier.info(self._ctxt(data), EVENT_START,
-                            envelope(FINALIZE_PAYLOAD, data))
+    def start(self, payload: payloads.FinalizeRescuePayload) -> None:
+        self._notifier.info(self._ctxt(payload), EVENT_START,
+                            payload.envelope())
 
-    def outcome(self, data: dict) -> None:
-        """``end`` if the data carries no error, else ``error``.
+    def outcome(self, payload: payloads.FinalizeRescuePayload) -> None:
+        """``end`` if the payload carries no error, else ``error``.
 
         :raises NotificationNotSent: the broker did not take it.
         """
-        payload = envelope(FINALIZE_PAYLOAD, data)
+        send = (self._notifier.info if payload.succeeded
+                else self._notifier.error)
         with _SEND_FAILURES.watch():
-            if data.get('error') is None:
-                self._notifier.info(self._ctxt(data), EVENT_END, payload)
-            else:
-                self._notifier.error(self._ctxt(data), EVENT_ERROR, payload)
+            send(self._ctxt(payload), payload.event_type, payload.envelope())

@@ -66,6 +66,17 @@ class _Versioned:
 
     VERSION: ClassVar[str]
 
+    def __post_init__(self) -> None:
+        # Nested reports may be given as the dicts the wire carries (a
+        # step plug-in's, an older journal's); they are typed from here on.
+        for field in dataclasses.fields(self):
+            item_type = field.metadata.get('items')
+            value = getattr(self, field.name)
+            if item_type is not None and value is not None:
+                object.__setattr__(self, field.name, [
+                    item if isinstance(item, item_type)
+                    else item_type.from_data(item) for item in value])
+
     def to_data(self) -> dict[str, Any]:
         return {field.name: _primitive(getattr(self, field.name))
                 for field in dataclasses.fields(self)}
@@ -78,11 +89,7 @@ class _Versioned:
         for field in dataclasses.fields(cls):
             if field.name not in data:
                 continue
-            value = data[field.name]
-            item_type = field.metadata.get('items')
-            if item_type is not None and value is not None:
-                value = [item_type.from_data(item) for item in value]
-            kwargs[field.name] = value
+            kwargs[field.name] = data[field.name]
         return cls(**kwargs)
 
     @classmethod

@@ -19,14 +19,18 @@ from stevedore import driver as stevedore_driver
 from stevedore import exception as stevedore_exception
 
 from rescue_worker import errors
+from rescue_worker import payloads
 
 LOG = logging.getLogger(__name__)
 
 STEP_NAMESPACE = 'rescue_worker.steps'
 
-DONE = 'done'
-FAILED = 'failed'
-SKIPPED = 'skipped'
+# The step statuses (their home is payloads; kept here for step authors).
+DONE = payloads.STEP_DONE
+FAILED = payloads.STEP_FAILED
+SKIPPED = payloads.STEP_SKIPPED
+
+StepReport = payloads.StepReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,17 @@ class RescueRequest:
     rescue_password: str = dataclasses.field(repr=False)
     hashed: bool = False
 
+    def journal_data(self) -> dict:
+        """What the journal keeps so that a crash can run it again."""
+        return {'rescue_password': self.rescue_password,
+                'hashed': self.hashed}
+
+    @classmethod
+    def from_journal(cls, request_id: str, data: dict) -> RescueRequest:
+        return cls(request_id=request_id,
+                   rescue_password=data['rescue_password'],
+                   hashed=data['hashed'])
+
 
 @dataclasses.dataclass
 class RescueState:
@@ -47,20 +62,8 @@ class RescueState:
     username: str
     hash_scheme: str | None = None
     password_hash: str | None = dataclasses.field(default=None, repr=False)
-    interfaces: list[dict] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class StepReport:
-    name: str
-    status: str
-    duration_ms: float
-    detail: str = ''
-
-    def as_dict(self) -> dict:
-        return {'name': self.name, 'status': self.status,
-                'duration_ms': round(self.duration_ms, 3),
-                'detail': self.detail}
+    interfaces: list[payloads.InterfaceReport] = dataclasses.field(
+        default_factory=list)
 
 
 @dataclasses.dataclass
@@ -83,12 +86,16 @@ class Step(abc.ABC):
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
 
-    def check(self, request: RescueRequest) -> None:  # noqa: B027
+    def check(self, request: RescueRequest) -> RescueRequest | None:
         """Refuse a request this step could never carry out.
 
         Called for every step before the request is journaled, so it must be
-        pure: no I/O, no state. Raise ``RescueError`` to refuse.
+        pure: no I/O, no state. Raise ``RescueError`` to refuse. Return a
+        request to hand on instead of ``request`` (the password step
+        returns it hashed, so that no plaintext reaches the journal), or
+        None to keep it.
         """
+        return None
 
     @abc.abstractmethod
     def run(self, request: RescueRequest, state: RescueState) -> str:
@@ -111,9 +118,11 @@ class Pipeline:
     def step_names(self) -> list[str]:
         return [step.name for step in self.steps]
 
-    def check(self, request: RescueRequest) -> None:
+    def check(self, request: RescueRequest) -> RescueRequest:
+        """Every step's ``check``; the request to journal and run."""
         for step in self.steps:
-            step.check(request)
+            request = step.check(request) or request
+        return request
 
     def run(self, request: RescueRequest) -> PipelineResult:
         state = RescueState(username=self.username)

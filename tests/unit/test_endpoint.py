@@ -21,6 +21,7 @@ from rescue_worker import endpoint as endpoint_module
 from rescue_worker import journal as rw_journal
 from rescue_worker import lockdown
 from rescue_worker import notify
+from rescue_worker import payloads
 from rescue_worker import pipeline
 from rescue_worker.fixture import NotificationCapture
 from rescue_worker.fixture import RescueWorkerFixture
@@ -402,10 +403,9 @@ def test_outcome_journaled_but_not_published_is_published_on_start():
         journal = rw_journal.Journal(worker.state_dir)
         journal.record_request(request_id, {'rescue_password': PASSWORD,
                                             'hashed': False})
-        outcome = notify.finalize_data(node_id=worker.node_id,
-                                       request_id=request_id,
-                                       username='rescue',
-                                       hash_scheme='sha512_crypt')
+        outcome = payloads.FinalizeRescuePayload(
+            node_id=worker.node_id, request_id=request_id,
+            username='rescue', hash_scheme='sha512_crypt').to_data()
         journal.record_outcome(request_id, outcome)
 
         worker.start()
