@@ -1,8 +1,8 @@
 """The node token: where it comes from and how a request's token is checked.
 
 Anyone who can publish to the broker can reach the worker's queue, so every
-request carries the node's token. It is loaded once at start (DESIGN.md
-section 7) and compared in constant time.
+request carries the node's token. It is loaded once at start and compared
+in constant time.
 """
 
 from __future__ import annotations
@@ -20,13 +20,19 @@ LOG = logging.getLogger(__name__)
 
 MIN_LENGTH = 32
 CMDLINE_KEY = 'rescue_worker_token'
+#: the boot parameter that gives the broker URL (credentials included)
+CMDLINE_TRANSPORT_URL = 'rescue_worker.transport_url'
 PROC_CMDLINE = '/proc/cmdline'
 
 
 def _read_token_file(path: str) -> str:
     try:
+        # O_NONBLOCK: a FIFO put in the token's place must not hold the
+        # start for ever; it is refused below like any other non-file.
         # The mode is checked on the file actually read, not on the path.
-        with open(path, 'rb') as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
+        with open(fd, 'rb') as f:
             mode = os.fstat(f.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise errors.ConfigurationError(
@@ -47,17 +53,19 @@ def _read_token_file(path: str) -> str:
             'line, e.g. from "openssl rand -hex 32".' % path) from None
 
 
-def _read_cmdline(path: str) -> str | None:
+def cmdline_parameters(path: str = PROC_CMDLINE) -> dict[str, str]:
+    """The ``key=value`` words of the kernel command line (the last one
+    wins, as the kernel's own parsing does); empty if it cannot be read."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8', errors='replace') as f:
             words = f.read().split()
     except OSError:
-        return None
-    prefix = CMDLINE_KEY + '='
-    for word in words:
-        if word.startswith(prefix):
-            return word[len(prefix):]
-    return None
+        return {}
+    return dict(word.split('=', 1) for word in words if '=' in word)
+
+
+def _read_cmdline(path: str) -> str | None:
+    return cmdline_parameters(path).get(CMDLINE_KEY)
 
 
 def load_token(conf: cfg.ConfigOpts,

@@ -54,6 +54,27 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
     conf.set_default('driver', ['messagingv2'], group=NOTIFICATIONS_GROUP)
 
 
+#: (group, option) of the messaging drivers' options naming a private key:
+#: lockdown scrubs those files with the configuration
+_PRIVATE_KEY_OPTS = (
+    ('oslo_messaging_rabbit', 'ssl_key_file'),
+    ('oslo_messaging_kafka', 'ssl_client_key_file'),
+)
+
+
+def private_key_files(conf: cfg.ConfigOpts) -> list[str]:
+    """The TLS private keys the messaging drivers are configured with."""
+    paths = []
+    for group, name in _PRIVATE_KEY_OPTS:
+        try:
+            value = getattr(getattr(conf, group), name)
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+            continue
+        if value:
+            paths.append(value)
+    return paths
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the worker's own and oslo.messaging's options."""
     rw_conf.register_opts(conf)

@@ -33,6 +33,12 @@ SEED_FILES = {
                          'sudo:x:27:\n'
                          'shadow:x:42:\n'
                          'nogroup:x:65534:\n'),
+    # What Debian's sudo package ships, less the comments: verify insists
+    # that sudoers.d is included, or "sudo ok" would mean nothing.
+    'etc/sudoers': (0o440, 'Defaults\tenv_reset\n'
+                           'root\tALL=(ALL:ALL) ALL\n'
+                           '%sudo\tALL=(ALL:ALL) ALL\n'
+                           '@includedir /etc/sudoers.d\n'),
 }
 
 

@@ -17,10 +17,12 @@ import oslo_messaging
 from oslo_config import cfg
 
 from rescue_worker import agent_token
+from rescue_worker import contract
 from rescue_worker import endpoint as rw_endpoint
 from rescue_worker import journal as rw_journal
 from rescue_worker import lockdown
 from rescue_worker import notify
+from rescue_worker import payloads
 from rescue_worker import pipeline as rw_pipeline
 from rescue_worker import rpc
 from rescue_worker import version
@@ -40,54 +42,75 @@ class ShutdownTimeout(Exception):
 
 class RescueWorker:
     """One node's worker. Raises at construction when it must not start:
-    ``lockdown.AlreadyRescued`` or ``errors.ConfigurationError``."""
+    ``lockdown.AlreadyRescued`` or ``errors.ConfigurationError``.
+
+    Every part is built from ``conf`` unless given: tests hand in a fake
+    pipeline, journal, notifications or token check (or transports), and
+    the rest is the real thing.
+    """
 
     def __init__(self, conf: cfg.ConfigOpts,
                  rpc_transport: oslo_messaging.Transport | None = None,
                  notification_transport: oslo_messaging.Transport | None
                  = None,
-                 cmdline_path: str = agent_token.PROC_CMDLINE) -> None:
+                 cmdline_path: str = agent_token.PROC_CMDLINE, *,
+                 pipeline: rw_pipeline.Pipeline | None = None,
+                 journal: rw_journal.Journal | None = None,
+                 notifications: notify.Notifications | None = None,
+                 token_check: agent_token.TokenCheck | None = None) -> None:
         self.conf = conf
         group = conf.rescue_worker
         self.node_id = group.node_id
-        self.marker = lockdown.LockdownMarker(group.state_dir)
-        if self.marker.exists():
-            # A crash between the marker and the end of the scrub left
-            # secrets behind: finish the scrub, then refuse to serve.
-            self._scrub_safely(lambda: rw_journal.Journal(group.state_dir))
-        self.marker.check()
-        self.token_check = agent_token.TokenCheck(
+        self._stop_requested = threading.Event()
+        self._journal = journal
+        self.lockdown = lockdown.Lockdown(
+            state_dir=group.state_dir, scrub_paths=self.scrub_paths(),
+            scrub_journal=lambda: self._get_journal().scrub(),
+            request_stop=lambda: self.request_stop(STOP_RESCUED),
+            cmdline_secrets=self._cmdline_secrets(cmdline_path))
+        # A crash between the marker and the end of the scrub left secrets
+        # behind: finish the scrub, then refuse to serve.
+        self.lockdown.finish_interrupted()
+        self.token_check = token_check or agent_token.TokenCheck(
             agent_token.load_token(conf, cmdline_path))
-        self.pipeline = rw_pipeline.Pipeline.from_conf(conf)
-        self.journal = rw_journal.Journal(group.state_dir)
+        self.pipeline = pipeline or rw_pipeline.Pipeline.from_conf(conf)
+        self.journal = self._get_journal()
 
         self._owned_transports = []
         if rpc_transport is None:
             rpc_transport = rpc.get_rpc_transport(conf)
             self._owned_transports.append(rpc_transport)
-        if notification_transport is None:
-            notification_transport = rpc.get_notification_transport(conf)
-            self._owned_transports.append(notification_transport)
         self.rpc_transport = rpc_transport
-        self.notifications = notify.Notifications(
-            rpc.get_notifier(conf, notification_transport))
-        self._stop_requested = threading.Event()
+        if notifications is None:
+            if notification_transport is None:
+                notification_transport = rpc.get_notification_transport(
+                    conf)
+                self._owned_transports.append(notification_transport)
+            notifications = notify.Notifications(
+                rpc.get_notifier(conf, notification_transport))
+        self.notifications = notifications
         self.endpoint = rw_endpoint.RescueEndpoint(
-            node_id=self.node_id, topic=group.topic, username=group.username,
+            node_id=self.node_id, username=group.username,
             token_check=self.token_check, journal=self.journal,
             pipeline=self.pipeline, notifications=self.notifications,
-            on_rescued=self._rescued, stopping=self._stop_requested,
+            lockdown=self.lockdown if group.exit_after_rescue else None,
+            stopping=self._stop_requested,
             outcome_retry_timeout=group.outcome_retry_timeout)
         self.server: oslo_messaging.MessageHandlingServer | None = None
         self.stop_reason: str | None = None
         self._terminate = threading.Event()
-        self.leased_interfaces: list[str] = []
         #: how the tenant network keeper ended, once it has run
         self.keeper_result: str | None = None
         #: set once the server consumes (after ``worker.ready``)
         self.ready = threading.Event()
         #: set once the worker has stopped for good
         self.stopped = threading.Event()
+
+    def _get_journal(self) -> rw_journal.Journal:
+        if self._journal is None:
+            self._journal = rw_journal.Journal(
+                self.conf.rescue_worker.state_dir)
+        return self._journal
 
     # -- life cycle --------------------------------------------------------
 
@@ -106,7 +129,8 @@ class RescueWorker:
             # than serve a node the tenant already owns.
             LOG.warning('Request %s rescued this node before a restart; '
                         'completing the lockdown', last.request_id)
-            self._rescued(last.outcome)
+            self.lockdown.engage(
+                payloads.FinalizeRescuePayload.from_data(last.outcome))
         if self._stop_requested.is_set():
             return
         self.server = rpc.get_server(self.conf, self.rpc_transport,
@@ -115,13 +139,13 @@ class RescueWorker:
         # here on a cast to this node is never dropped.
         self.server.start()
         LOG.info('Serving RPC API %s on topic %s, server %s',
-                 rw_endpoint.RPC_API_VERSION, self.conf.rescue_worker.topic,
+                 contract.RPC_API_VERSION, self.conf.rescue_worker.topic,
                  self.node_id)
         risk = rpc.broker_restart_risk(self.conf)
         if risk:
             LOG.warning('Broker restarts can lose this rescue: %s', risk)
         self.ready.set()
-        self.notifications.ready(self._worker_data('waiting'))
+        self.notifications.ready(self._worker_payload(contract.WAITING))
 
     def request_stop(self, reason: str = STOP_REQUESTED) -> None:
         """Ask the worker to stop; safe from a signal handler or any
@@ -151,9 +175,9 @@ class RescueWorker:
                     'the running request did not finish within %d s; the '
                     'journal keeps it and the next start runs it again' %
                     self.conf.rescue_worker.shutdown_timeout)
-        rescued = self.stop_reason == STOP_RESCUED
-        self.notifications.stopped(self._worker_data(
-            'rescued' if rescued else 'stopped', reason=self.stop_reason))
+        self.notifications.stopped(self._worker_payload(
+            contract.RESCUED if self.lockdown.engaged else 'stopped',
+            reason=self.stop_reason))
         for transport in self._owned_transports:
             transport.cleanup()
         self.stopped.set()
@@ -173,10 +197,11 @@ class RescueWorker:
 
     def keep_tenant_network(self) -> str:
         """After lockdown: renew the leases until the tenant network's DHCP
-        answers (DESIGN.md section 5), with no RPC."""
+        answers, with no RPC."""
         group = self.conf.rescue_worker
         keeper_ = keeper.TenantNetworkKeeper(
-            net_base.get_backend(self.conf), self.leased_interfaces,
+            net_base.get_backend(self.conf),
+            self.lockdown.leased_interfaces,
             interval=group.tenant_renew_interval,
             period=group.tenant_renew_period,
             renew_timeout=min(group.dhcp_timeout,
@@ -188,58 +213,36 @@ class RescueWorker:
 
     # -- lockdown ----------------------------------------------------------
 
-    def _rescued(self, outcome: dict) -> bool:
-        if not self.conf.rescue_worker.exit_after_rescue:
-            return False
-        # The marker first: if the process dies from here on, it never
-        # serves again.
-        self.marker.write(outcome['request_id'])
-        # Then the scrub, at once: not after the server drained and
-        # worker.stopped went out, which takes seconds (minutes with the
-        # broker away) during which a crash left the secrets on disk for
-        # good.
-        self._scrub_safely(lambda: self.journal)
-        self.leased_interfaces = [entry['name']
-                                  for entry in outcome.get('interfaces', [])
-                                  if entry.get('dhcp') == net_base.LEASED]
-        LOG.info('Rescue succeeded; locking down')
-        self.request_stop(STOP_RESCUED)
-        return True
-
     def scrub_paths(self) -> list[str]:
+        """The files lockdown removes: the token file, the configured
+        ``scrub_paths`` (or else the configuration files in use) and the
+        messaging drivers' private keys."""
         group = self.conf.rescue_worker
         paths = [group.agent_token_file] if group.agent_token_file else []
         if group.scrub_paths is not None:
-            return paths + list(group.scrub_paths)
-        paths.extend(os.path.abspath(p) for p in self.conf.config_file)
-        for directory in self.conf.config_dir or []:
-            if os.path.isdir(directory):
-                paths.extend(os.path.join(directory, name)
-                             for name in sorted(os.listdir(directory))
-                             if name.endswith('.conf'))
-        return paths
+            paths.extend(group.scrub_paths)
+        else:
+            paths.extend(os.path.abspath(p) for p in self.conf.config_file)
+            for directory in self.conf.config_dir or []:
+                if os.path.isdir(directory):
+                    paths.extend(os.path.join(directory, name)
+                                 for name in sorted(os.listdir(directory))
+                                 if name.endswith('.conf'))
+        return paths + rpc.private_key_files(self.conf)
 
-    def _scrub_safely(self, journal) -> None:
-        """Scrub; a failure is logged, never raised: lockdown goes on."""
-        try:
-            scrubbed = journal().scrub()
-        except (OSError, ValueError) as exc:
-            scrubbed = 0
-            LOG.error('Lockdown could not scrub the journal in %s (%s); '
-                      'remove it by hand before handing the node to the '
-                      'tenant.', self.conf.rescue_worker.state_dir,
-                      type(exc).__name__)
-        # scrub_files logs each file it cannot remove.
-        removed = lockdown.scrub_files(self.scrub_paths())
-        LOG.info('Lockdown: removed %s; dropped the request data of %d '
-                 'journal record(s)', ', '.join(removed) or 'no files',
-                 scrubbed)
+    def _cmdline_secrets(self, cmdline_path: str) -> list[str]:
+        given = agent_token.cmdline_parameters(cmdline_path)
+        return [name for key, name in (
+            (agent_token.CMDLINE_KEY, 'node token'),
+            (agent_token.CMDLINE_TRANSPORT_URL,
+             'broker URL (with its credentials)')) if key in given]
 
     # -- helpers -----------------------------------------------------------
 
-    def _worker_data(self, state: str, reason: str | None = None) -> dict:
-        return notify.worker_data(
+    def _worker_payload(self, state: str, reason: str | None = None
+                        ) -> payloads.WorkerPayload:
+        return payloads.WorkerPayload(
             node_id=self.node_id, state=state,
             topic=self.conf.rescue_worker.topic,
             version=version.version_string(),
-            rpc_api_version=rw_endpoint.RPC_API_VERSION, reason=reason)
+            rpc_api_version=contract.RPC_API_VERSION, reason=reason)

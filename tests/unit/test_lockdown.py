@@ -124,24 +124,24 @@ def test_scrub_files_removes_existing_files(tmp_path):
 def test_scrub_files_reports_the_removed_files_in_order(tmp_path):
     paths = [_touch(tmp_path / 'b.conf'), _touch(tmp_path / 'a.conf')]
 
-    assert lockdown.scrub_files(paths) == paths
+    assert lockdown.scrub_files(paths).removed == paths
 
 
 def test_scrub_files_ignores_missing_files(tmp_path):
     present = _touch(tmp_path / 'present.conf')
     missing = str(tmp_path / 'missing.conf')
 
-    removed = lockdown.scrub_files([missing, present])
+    removed = lockdown.scrub_files([missing, present]).removed
 
     assert removed == [present]
 
 
 def test_scrub_files_with_only_missing_files_reports_nothing(tmp_path):
-    assert lockdown.scrub_files([str(tmp_path / 'missing')]) == []
+    assert lockdown.scrub_files([str(tmp_path / 'missing')]).removed == []
 
 
 def test_scrub_files_with_no_paths_reports_nothing():
-    assert lockdown.scrub_files([]) == []
+    assert lockdown.scrub_files([]).removed == []
 
 
 def test_scrub_files_leaves_other_files_alone(tmp_path):
@@ -156,7 +156,7 @@ def test_scrub_files_leaves_other_files_alone(tmp_path):
 def test_scrub_files_reports_a_path_listed_twice_once(tmp_path):
     path = _touch(tmp_path / 'a.conf')
 
-    assert lockdown.scrub_files([path, path]) == [path]
+    assert lockdown.scrub_files([path, path]).removed == [path]
 
 
 def test_unremovable_path_is_logged_and_does_not_stop_the_rest(tmp_path,
@@ -166,7 +166,7 @@ def test_unremovable_path_is_logged_and_does_not_stop_the_rest(tmp_path,
     after = _touch(tmp_path / 'after.conf')
 
     with caplog.at_level(logging.ERROR, logger='rescue_worker.lockdown'):
-        removed = lockdown.scrub_files([str(directory), after])
+        removed = lockdown.scrub_files([str(directory), after]).removed
 
     assert removed == [after]
     assert directory.is_dir()
