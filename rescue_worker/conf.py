@@ -23,12 +23,14 @@ CONTROL_EXCHANGE = contract.CONTROL_EXCHANGE
 # Kept importable from here; the schemes live with the hashing code.
 HASH_SCHEMES = passwords.HASH_SCHEMES
 
+#: the DHCP backends rescue-worker itself registers (setup.cfg), with what
+#: each does, for the help of ``dhcp_backend``
 DHCP_BACKENDS = (
     ('dhclient', 'run ISC dhclient on each interface and wait for a lease'),
     ('networkd', 'write systemd-networkd .network files and reload'),
     ('udhcpc', "run busybox's udhcpc on each interface and wait for a "
                'lease (images without systemd, like TinyIPA)'),
-    ('none', 'configure nothing; only report the interfaces'),
+    ('none', 'configure nothing, only report the interfaces'),
 )
 
 identity_opts = [
@@ -133,8 +135,15 @@ pipeline_opts = [
 network_opts = [
     cfg.StrOpt('dhcp_backend',
                default='dhclient',
-               choices=DHCP_BACKENDS,
-               help='How the network step configures interfaces.'),
+               help='How the network step configures interfaces: the name '
+                    'of an entry point in the "rescue_worker.dhcp_backends" '
+                    'namespace. Built in: %s. To add one, install a package '
+                    'that registers a subclass of '
+                    'rescue_worker.network.base.DhcpBackend under that '
+                    'namespace, and name it here. A name that is not '
+                    'installed stops the worker at start (exit status 2).'
+                    % '; '.join('"%s" to %s' % backend
+                                for backend in DHCP_BACKENDS)),
     cfg.IntOpt('dhcp_timeout',
                default=30,
                min=1,

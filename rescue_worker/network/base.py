@@ -6,33 +6,44 @@ carrier came up together (groups may run concurrently, never with the same
 interface twice); the tenant network keeper that runs after lockdown calls
 ``lease_server`` and ``renew`` per interface.
 
-To add a backend: subclass ``DhcpBackend``, add its name to
-``rescue_worker.conf.DHCP_BACKENDS`` (the option's choices) and to
-``BACKENDS`` here. A backend that runs a DHCP client per interface gets
-IPv6 (router advertisements, DHCPv6) from ``rescue_worker.network.ipv6``.
+Backends are plug-ins, as steps are: ``[rescue_worker] dhcp_backend``
+names an entry point in the ``rescue_worker.dhcp_backends`` namespace
+(rescue-worker's own setup.cfg registers ``dhclient``, ``networkd``,
+``udhcpc`` and ``none``), and ``load_backend`` builds it when the worker
+starts, so that a name that is not installed stops the worker at once
+rather than fail the first rescue. To add a backend: subclass
+``DhcpBackend`` (``configure`` at least; ``from_conf`` when it needs
+settings), and register the class under that namespace in the package
+that ships it, for instance in its setup.cfg::
+
+    [options.entry_points]
+    rescue_worker.dhcp_backends =
+        mine = my_package.dhcp:MyBackend
+
+then set ``dhcp_backend = mine``; nothing in rescue-worker changes. A
+backend that runs a DHCP client program per interface gets the parallel
+leases, IPv6 (router advertisements, DHCPv6) and the operator's hints
+from ``rescue_worker.network.dhcp_client.DhcpClientBackend``.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
+import importlib.metadata
 from collections.abc import Sequence
 
 from oslo_config import cfg
+from stevedore import driver as stevedore_driver
+from stevedore import exception as stevedore_exception
 
+from rescue_worker import errors
 from rescue_worker import payloads
 
 # The wire's statuses live in rescue_worker.payloads; the tenant network
 # keeper (rescue_worker.service) still reads this name.
 LEASED = payloads.DHCP_LEASED
 
-#: name (``[rescue_worker] dhcp_backend``) -> "module:class"
-BACKENDS = {
-    'dhclient': 'rescue_worker.network.dhclient:DhclientBackend',
-    'networkd': 'rescue_worker.network.networkd:NetworkdBackend',
-    'none': 'rescue_worker.network.noop:NoopBackend',
-    'udhcpc': 'rescue_worker.network.udhcpc:UdhcpcBackend',
-}
+BACKEND_NAMESPACE = 'rescue_worker.dhcp_backends'
 
 
 class BackendError(Exception):
@@ -90,19 +101,65 @@ class DhcpBackend(abc.ABC):
         """Give the lease of ``interface`` back and remove its address."""
 
 
-def get_backend(conf: cfg.ConfigOpts) -> DhcpBackend:
-    """The backend named by ``[rescue_worker] dhcp_backend``."""
-    return backend_class(conf.rescue_worker.dhcp_backend).from_conf(conf)
+def load_backend(conf: cfg.ConfigOpts) -> DhcpBackend:
+    """The backend named by ``[rescue_worker] dhcp_backend``, built from
+    the configuration.
 
-
-def backend_class(name: str) -> type[DhcpBackend]:
+    :raises errors.ConfigurationError: no backend of that name is
+        installed, it does not load, or it refuses the configuration; the
+        message says what to fix.
+    """
+    name = conf.rescue_worker.dhcp_backend
+    backend_class = _backend_class(name)
     try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise ValueError('unknown DHCP backend %r; use one of %s' % (
-            name, ', '.join(BACKENDS))) from None
-    module_name, _, class_name = target.partition(':')
-    return getattr(importlib.import_module(module_name), class_name)
+        return backend_class.from_conf(conf)
+    except BackendError as exc:
+        raise errors.ConfigurationError(
+            '[rescue_worker] dhcp_backend = %s cannot be used as configured: '
+            '%s' % (name, exc)) from exc
+    except Exception as exc:
+        raise errors.ConfigurationError(
+            'DHCP backend %r of [rescue_worker] dhcp_backend failed to start '
+            '(%s: %s); check the installation of the package that provides '
+            'it.' % (name, type(exc).__name__, exc)) from exc
+
+
+#: the name it had before backends were plug-ins (tests/e2e and the
+#: tenant network keeper call it)
+get_backend = load_backend
+
+
+def installed_backends() -> list[str]:
+    """The names ``dhcp_backend`` may take here, sorted."""
+    return sorted({entry_point.name for entry_point in
+                   importlib.metadata.entry_points(group=BACKEND_NAMESPACE)})
+
+
+def _backend_class(name: str) -> type[DhcpBackend]:
+    try:
+        manager = stevedore_driver.DriverManager(BACKEND_NAMESPACE, name)
+    except stevedore_exception.NoMatches:
+        raise errors.ConfigurationError(
+            'Unknown DHCP backend %r in [rescue_worker] dhcp_backend: no '
+            'entry point of that name in namespace %s. Use one of the '
+            'installed backends (%s), or install the package that provides '
+            'it.' % (name, BACKEND_NAMESPACE,
+                     ', '.join(installed_backends()) or 'none installed')
+        ) from None
+    except Exception as exc:
+        raise errors.ConfigurationError(
+            'DHCP backend %r of [rescue_worker] dhcp_backend failed to load '
+            '(%s: %s); check the installation of the package that provides '
+            'it.' % (name, type(exc).__name__, exc)) from exc
+    backend_class = manager.driver
+    if not (isinstance(backend_class, type) and
+            issubclass(backend_class, DhcpBackend)):
+        raise errors.ConfigurationError(
+            'DHCP backend %r of [rescue_worker] dhcp_backend is %r, not a '
+            'subclass of rescue_worker.network.base.DhcpBackend; check the '
+            'entry point in namespace %s of the package that provides it.'
+            % (name, backend_class, BACKEND_NAMESPACE))
+    return backend_class
 
 
 def format_seconds(value: float) -> str:

@@ -79,18 +79,18 @@ class NetworkStep(pipeline.Step):
         super().__init__(conf)
         self.netifaces = netifaces_module
         self.sysfs = sysfs
-        self.backend = backend
+        # Built now, when the worker starts: a dhcp_backend that is not
+        # installed or refuses its settings stops the worker at once
+        # (ConfigurationError) instead of failing the first rescue.
+        self.backend = (backend if backend is not None
+                        else base.load_backend(conf))
         self.link_up = link_up
         self.poll_interval = poll_interval
 
     def run(self, request: pipeline.RescueRequest,
             state: pipeline.RescueState) -> str:
         opts = self.conf.rescue_worker
-        try:
-            backend = self.backend or base.get_backend(self.conf)
-        except base.BackendError as exc:
-            raise errors.RescueError(errors.NETWORK_FAILED,
-                                     str(exc)) from exc
+        backend = self.backend
         timeout = float(opts.dhcp_timeout)
         carrier_timeout = min(CARRIER_TIMEOUT, timeout)
 

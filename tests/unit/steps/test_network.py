@@ -20,8 +20,6 @@ from rescue_worker import payloads
 from rescue_worker import pipeline
 from rescue_worker.network import base
 from rescue_worker.network import interfaces as net_interfaces
-from rescue_worker.network import networkd
-from rescue_worker.network import noop
 from rescue_worker.steps import network
 from tests.unit.network import fakes
 
@@ -443,14 +441,6 @@ def test_backend_none_never_fails_on_a_node_without_interfaces(conf,
 
 # -- the backend comes from dhcp_backend ------------------------------------
 
-@pytest.mark.parametrize('name, cls', [
-    ('none', noop.NoopBackend), ('networkd', networkd.NetworkdBackend)])
-def test_the_backend_is_the_one_configured(conf, name, cls):
-    configure(conf, dhcp_backend=name)
-
-    assert isinstance(base.get_backend(conf), cls)
-
-
 def test_backend_networkd_writes_a_network_file_per_interface(
         conf, node, links, tmp_path):
     configure(conf, dhcp_backend='networkd')
@@ -465,14 +455,3 @@ def test_backend_networkd_writes_a_network_file_per_interface(
     assert [(e['name'], e['dhcp']) for e in state.interfaces] == [
         ('eth0', 'configured'), ('eth1', 'configured'),
         ('eth2', 'no_carrier')]
-
-
-def test_a_backend_that_cannot_be_built_fails_the_step_with_its_message(
-        conf, node, links):
-    configure(conf, dhcp_backend='networkd',
-              networkd_reload_command='networkctl "reload')
-
-    _, error = failure(make_step(conf, node, links, None))
-
-    assert error.code == errors.NETWORK_FAILED
-    assert 'networkd_reload_command' in str(error)
