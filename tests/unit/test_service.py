@@ -1,0 +1,158 @@
+"""RescueWorker built with fake parts: its life cycle (ready, serving,
+lockdown, stopped) without the real steps or a notifier. The whole worker
+on fake:// is exercised by test_endpoint.py and test_fixture.py."""
+
+import os
+
+import oslo_messaging
+import pytest
+
+from rescue_worker import agent_token
+from rescue_worker import contract
+from rescue_worker import payloads
+from rescue_worker import pipeline
+from rescue_worker import rpc
+from rescue_worker import sandbox
+from rescue_worker import service
+from tests.unit.parts import FakeNotifications
+from tests.unit.parts import RecordingStep
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def node(tmp_path):
+    return sandbox.SandboxNode(str(tmp_path)).create()
+
+
+@pytest.fixture
+def transport(node):
+    transport = rpc.get_rpc_transport(node.load_config())
+    yield transport
+    transport.cleanup()
+
+
+def _worker(node, transport, **parts):
+    parts.setdefault('pipeline', pipeline.Pipeline(
+        [RecordingStep('password')], 'rescue'))
+    parts.setdefault('notifications', FakeNotifications())
+    return service.RescueWorker(node.load_config(), rpc_transport=transport,
+                                cmdline_path=node.cmdline_file, **parts)
+
+
+def _cast(node, transport, request_id, token):
+    client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(
+        topic=contract.DEFAULT_TOPIC, server=node.node_id, version='1.0'))
+    client.cast({'request_id': request_id}, 'finalize_rescue',
+                rescue_password='a long enough password', agent_token=token)
+
+
+def test_start_announces_ready_with_the_worker_payload(node, transport):
+    worker = _worker(node, transport)
+
+    worker.start()
+    try:
+        ready = worker.notifications.last(payloads.EVENT_READY)
+        assert ready == payloads.WorkerPayload(
+            node_id=node.node_id, state=contract.WAITING,
+            topic=contract.DEFAULT_TOPIC, version=ready.version,
+            rpc_api_version=contract.RPC_API_VERSION)
+        assert worker.ready.is_set()
+    finally:
+        worker.request_stop()
+        worker.stop()
+
+
+def test_a_rescue_through_the_given_parts_locks_the_worker_down(
+        node, transport):
+    step = RecordingStep('password')
+    worker = _worker(node, transport,
+                     pipeline=pipeline.Pipeline([step], 'rescue'))
+    worker.start()
+
+    _cast(node, transport, 'req-1', node.token)
+
+    assert worker.wait_for_stop_request(TIMEOUT)
+    worker.stop()
+    events = worker.notifications.events()
+    assert events == [payloads.EVENT_READY, payloads.EVENT_START,
+                      payloads.EVENT_END, payloads.EVENT_STOPPED]
+    assert worker.notifications.last(payloads.EVENT_STOPPED).state == \
+        contract.RESCUED
+    assert worker.stop_reason == service.STOP_RESCUED
+    assert not os.path.exists(node.token_file)
+    assert not os.path.exists(node.config_file)
+    assert len(step.runs) == 1
+
+
+def test_a_given_token_check_replaces_the_token_file(node, transport):
+    other = 'o' * 40
+    worker = _worker(node, transport,
+                     token_check=agent_token.TokenCheck(other))
+    worker.start()
+
+    _cast(node, transport, 'req-1', other)
+
+    assert worker.wait_for_stop_request(TIMEOUT)
+    worker.stop()
+    assert worker.notifications.last(payloads.EVENT_END).request_id == \
+        'req-1'
+
+
+def test_a_worker_with_the_marker_refuses_to_start(node, transport):
+    worker = _worker(node, transport)
+    worker.lockdown.marker.write('req-0')
+
+    with pytest.raises(service.lockdown.AlreadyRescued):
+        _worker(node, transport)
+
+
+def test_tls_private_keys_are_scrubbed_with_the_configuration(
+        node, transport, tmp_path):
+    key = tmp_path / 'client.key'
+    key.write_text('-----BEGIN PRIVATE KEY-----\n')
+    with open(node.config_file, 'a') as f:
+        f.write('\n[oslo_messaging_rabbit]\nssl_key_file = %s\n' % key)
+    worker = _worker(node, transport)
+
+    assert str(key) in worker.scrub_paths()
+    assert node.config_file in worker.scrub_paths()
+    assert node.token_file in worker.scrub_paths()
+
+
+class _WatchingNotifications(FakeNotifications):
+    """Looks at the node when the ``end`` goes out: what could a tenant
+    with the password do then, and what secrets were on disk?"""
+
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+        self.at_end = None
+
+    def outcome(self, payload):
+        from rescue_worker import accounts
+        self.at_end = (accounts.is_locked(self.node.root_dir, 'rescue'),
+                       os.path.exists(self.node.config_file))
+        super().outcome(payload)
+
+
+def test_the_account_opens_only_after_the_secrets_are_gone(node,
+                                                           transport):
+    from rescue_worker import accounts
+    conf = node.load_config()
+    conf.set_override('steps', ['password', 'account', 'verify'],
+                      group='rescue_worker')
+    notifications = _WatchingNotifications(node)
+    worker = _worker(node, transport, notifications=notifications,
+                     pipeline=pipeline.Pipeline.from_conf(conf))
+    worker.start()
+
+    _cast(node, transport, 'req-1', node.token)
+
+    assert worker.wait_for_stop_request(TIMEOUT)
+    worker.stop()
+    # While the end went out the configuration was still there, and the
+    # account was locked; after the lockdown it is the other way round.
+    assert notifications.at_end == (True, True)
+    assert not accounts.is_locked(node.root_dir, 'rescue')
+    assert not os.path.exists(node.config_file)
