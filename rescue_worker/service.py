@@ -16,6 +16,7 @@ import threading
 import oslo_messaging
 from oslo_config import cfg
 
+from rescue_worker import accounts
 from rescue_worker import agent_token
 from rescue_worker import contract
 from rescue_worker import endpoint as rw_endpoint
@@ -67,6 +68,8 @@ class RescueWorker:
             state_dir=group.state_dir, scrub_paths=self.scrub_paths(),
             scrub_journal=lambda: self._get_journal().scrub(),
             request_stop=lambda: self.request_stop(STOP_RESCUED),
+            after_scrub=([self._unlock_account]
+                         if accounts.locked_until_lockdown(conf) else []),
             cmdline_secrets=self._cmdline_secrets(cmdline_path))
         # A crash between the marker and the end of the scrub left secrets
         # behind: finish the scrub, then refuse to serve.
@@ -229,6 +232,18 @@ class RescueWorker:
                                  for name in sorted(os.listdir(directory))
                                  if name.endswith('.conf'))
         return paths + rpc.private_key_files(self.conf)
+
+    def _unlock_account(self) -> None:
+        """The account step wrote the account locked: the tenant's
+        password works only from here on, with the secrets gone."""
+        group = self.conf.rescue_worker
+        try:
+            if accounts.unlock_account(group.root_dir, group.username):
+                LOG.info('Unlocked the %s account: the tenant can log in',
+                         group.username)
+        except LookupError:
+            LOG.info('No %s account to unlock (the account step did not '
+                     'run)', group.username)
 
     def _cmdline_secrets(self, cmdline_path: str) -> list[str]:
         given = agent_token.cmdline_parameters(cmdline_path)

@@ -123,9 +123,10 @@ def test_rescue_leases_both_wired_nics_then_follows_the_tenant_network(
     assert interfaces['eth2']['dhcp'] == 'no_carrier'
     assert lab.node.ipv4_addresses('eth2') == []
     assert [s['status'] for s in end['steps']] == ['done'] * 4
-    # The tenant logs in with the password the conductor sent.
-    assert sha512_crypt.verify(password, shadow_hash(worker.root_dir))
+    # The tenant logs in with the password the conductor sent, once the
+    # lockdown scrubbed the secrets and unlocked the account.
     bus.wait_for(STOPPED, node_id=worker.node_id)
+    assert sha512_crypt.verify(password, shadow_hash(worker.root_dir))
 
     # The conductor moves the ports to the tenant network: same links, new
     # DHCP servers and ranges, no link flap.

@@ -224,8 +224,10 @@ class WorkerProcess:
             return []
         for line in lines:
             fields = line.split(':')
-            if fields[0] == 'rescue' and fields[1].startswith('$'):
-                return [fields[1], fields[1].rsplit('$', 1)[1]]
+            # A leading "!": written locked until the lockdown unlocks it.
+            password_hash = fields[1].lstrip('!') if len(fields) > 1 else ''
+            if fields[0] == 'rescue' and password_hash.startswith('$'):
+                return [password_hash, password_hash.rsplit('$', 1)[1]]
         return []
 
     def logs(self):

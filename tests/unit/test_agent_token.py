@@ -328,3 +328,37 @@ def test_repr_hides_the_token():
 
     assert TOKEN not in repr(check)
     assert TOKEN not in str(check)
+
+
+def test_a_fifo_in_place_of_the_token_file_is_refused_at_once(tmp_path,
+                                                              no_cmdline):
+    fifo = tmp_path / 'agent-token'
+    os.mkfifo(fifo, 0o600)
+    conf = _conf(tmp_path, agent_token_file=str(fifo))
+    outcome = []
+
+    # No writer ever opens the FIFO: a blocking open would never return.
+    def load():
+        try:
+            agent_token.load_token(conf, no_cmdline)
+        except errors.ConfigurationError as exc:
+            outcome.append(str(exc))
+    import threading
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(10)
+
+    assert not loader.is_alive(), 'load_token blocked on a FIFO'
+    assert outcome and 'not a regular file' in outcome[0]
+
+
+def test_cmdline_parameters_reads_every_key_value_word(tmp_path):
+    path = tmp_path / 'cmdline'
+    path.write_text('BOOT_IMAGE=/vmlinuz ro rescue_worker.node_id=n1 '
+                    'rescue_worker.transport_url=rabbit://h:5672/ quiet\n')
+
+    params = agent_token.cmdline_parameters(str(path))
+
+    assert params['rescue_worker.node_id'] == 'n1'
+    assert params['rescue_worker.transport_url'] == 'rabbit://h:5672/'
+    assert 'ro' not in params

@@ -171,3 +171,167 @@ def test_unremovable_path_is_logged_and_does_not_stop_the_rest(tmp_path,
     assert removed == [after]
     assert directory.is_dir()
     assert str(directory) in caplog.text
+
+
+# -- what a path points to ---------------------------------------------------
+
+def test_a_symlinked_secret_is_emptied_at_its_target(tmp_path):
+    mount = tmp_path / 'secrets-mount'
+    mount.mkdir()
+    target = mount / 'rescue-worker.conf'
+    target.write_text('transport_url = rabbit://u:secret@h/\n')
+    link = tmp_path / 'rescue-worker.conf'
+    link.symlink_to(target)
+
+    report = lockdown.scrub_files([str(link)])
+
+    assert not os.path.lexists(link)
+    assert target.read_bytes() == b''
+    assert report.emptied == [str(target)]
+    assert report.removed == [str(link)]
+
+
+def test_a_hard_linked_secret_is_emptied_for_every_name(tmp_path):
+    path = tmp_path / 'agent-token'
+    path.write_text('s' * 40)
+    other_name = tmp_path / 'copy-elsewhere'
+    os.link(path, other_name)
+
+    lockdown.scrub_files([str(path)])
+
+    assert not path.exists()
+    assert other_name.read_bytes() == b''
+
+
+def test_a_link_to_a_directory_is_removed_and_the_directory_kept(tmp_path):
+    (tmp_path / 'a-directory').mkdir()
+    link = tmp_path / 'link'
+    link.symlink_to(tmp_path / 'a-directory')
+
+    report = lockdown.scrub_files([str(link)])
+
+    assert report.removed == [str(link)]
+    assert report.complete
+    assert (tmp_path / 'a-directory').is_dir()
+
+
+# -- Lockdown --------------------------------------------------------------
+
+class _Stops:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self):
+        self.count += 1
+
+
+def _lockdown(tmp_path, **kwargs):
+    secret = tmp_path / 'rescue-worker.conf'
+    secret.write_text('transport_url = rabbit://u:secret@h/\n')
+    stops = _Stops()
+    kwargs.setdefault('scrub_paths', [str(secret)])
+    locked = lockdown.Lockdown(state_dir=str(tmp_path / 'state'),
+                               scrub_journal=lambda: 0, request_stop=stops,
+                               **kwargs)
+    return locked, secret, stops
+
+
+def _outcome(interfaces=()):
+    from rescue_worker import payloads
+    return payloads.FinalizeRescuePayload(
+        node_id='n', request_id='req-1', interfaces=list(interfaces))
+
+
+def test_engage_writes_the_marker_scrubs_and_asks_to_stop(tmp_path):
+    locked, secret, stops = _lockdown(tmp_path)
+
+    locked.engage(_outcome())
+
+    assert locked.engaged
+    assert locked.marker.exists()
+    assert not secret.exists()
+    assert stops.count == 1
+
+
+def test_engage_twice_does_it_once(tmp_path):
+    locked, secret, stops = _lockdown(tmp_path)
+
+    locked.engage(_outcome())
+    locked.engage(_outcome())
+
+    assert stops.count == 1
+
+
+def test_a_marker_that_cannot_be_written_still_scrubs_and_stops(
+        tmp_path, monkeypatch, caplog):
+    locked, secret, stops = _lockdown(tmp_path)
+
+    def disk_full(request_id):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(locked.marker, 'write', disk_full)
+
+    with caplog.at_level(logging.CRITICAL, logger='rescue_worker.lockdown'):
+        locked.engage(_outcome())
+
+    assert locked.engaged
+    assert not secret.exists()
+    assert stops.count == 1
+    assert 'could not write its marker' in caplog.text
+
+
+def test_hooks_after_the_scrub_run_once_it_is_complete(tmp_path):
+    order = []
+    locked, secret, stops = _lockdown(
+        tmp_path, after_scrub=[lambda: order.append(secret.exists())])
+
+    locked.engage(_outcome())
+
+    assert order == [False]
+
+
+def test_hooks_wait_when_the_scrub_is_incomplete(tmp_path, caplog):
+    ran = []
+    stuck = tmp_path / 'not-removable'
+    stuck.mkdir()
+    locked, secret, stops = _lockdown(
+        tmp_path, scrub_paths=[str(stuck)], after_scrub=[
+            lambda: ran.append(True)])
+
+    with caplog.at_level(logging.CRITICAL, logger='rescue_worker.lockdown'):
+        locked.engage(_outcome())
+
+    assert ran == []
+    assert 'stays locked' in caplog.text
+    assert stops.count == 1
+
+
+def test_secrets_from_the_kernel_command_line_are_named_at_lockdown(
+        tmp_path, caplog):
+    locked, secret, stops = _lockdown(tmp_path,
+                                      cmdline_secrets=['node token'])
+
+    with caplog.at_level(logging.WARNING, logger='rescue_worker.lockdown'):
+        locked.engage(_outcome())
+
+    assert 'node token came from the kernel command line' in caplog.text
+
+
+def test_leased_interfaces_are_kept_for_the_keeper(tmp_path):
+    from rescue_worker import payloads
+    locked, secret, stops = _lockdown(tmp_path)
+
+    locked.engage(_outcome([
+        payloads.InterfaceReport('eth0', None, payloads.DHCP_LEASED),
+        payloads.InterfaceReport('eth1', None, payloads.DHCP_NO_CARRIER)]))
+
+    assert locked.leased_interfaces == ['eth0']
+
+
+def test_finish_interrupted_scrubs_and_refuses_when_marked(tmp_path):
+    locked, secret, stops = _lockdown(tmp_path)
+    locked.marker.write('req-1')
+
+    with pytest.raises(lockdown.AlreadyRescued):
+        locked.finish_interrupted()
+
+    assert not secret.exists()
