@@ -12,16 +12,18 @@
    allows a NIC to negotiate its link), and never by more than
    ``dhcp_timeout``. An interface still without carrier is ``no_carrier``:
    a status, not a failure.
-3. The backend of ``dhcp_backend`` configures them (``dhclient``,
-   ``udhcpc``: a lease now, interfaces in parallel, each bounded by
-   ``dhcp_timeout``, and with ``ipv6`` router advertisements and DHCPv6
-   beside it; ``networkd``: persistent configuration and a reload).
+3. The backend of ``dhcp_backend`` (an entry point of the
+   ``rescue_worker.dhcp_backends`` namespace, built with the step when the
+   worker starts) configures them (``dhclient``, ``udhcpc``: a lease now,
+   interfaces in parallel, each bounded by ``dhcp_timeout``, and with
+   ``ipv6`` router advertisements and DHCPv6 beside it; ``networkd``:
+   persistent configuration and a reload).
 4. Read the addresses back (IPv4, and global IPv6) and report every
-   interface in ``state.interfaces``:
-   ``{"name", "mac", "dhcp", "ipv4", "ipv6"}``, ``dhcp`` being one of
-   ``leased``, ``configured``, ``no_carrier``, ``skipped``, ``failed``.
-   An interface with an IPv6 address only (DHCPv6 or SLAAC) is
-   ``leased`` too.
+   interface in ``state.interfaces`` as a ``payloads.InterfaceReport``
+   (on the wire ``{"name", "mac", "dhcp", "ipv4", "ipv6"}``), ``dhcp``
+   being one of ``leased``, ``configured``, ``no_carrier``, ``skipped``,
+   ``failed``. An interface with an IPv6 address only (DHCPv6 or SLAAC)
+   is ``leased`` too.
 
 The step fails (``network_failed``) only when no interface got a lease or
 a configuration; the message lists each interface with what happened and
@@ -118,9 +120,9 @@ class NetworkStep(pipeline.Step):
                             for interface in candidates]
         for entry in state.interfaces:
             LOG.info('Interface %s (%s): %s, IPv4 %s, IPv6 %s',
-                     entry['name'], entry['mac'] or 'no MAC', entry['dhcp'],
-                     ', '.join(entry['ipv4']) or 'none',
-                     ', '.join(entry['ipv6']) or 'none')
+                     entry.name, entry.mac or 'no MAC', entry.dhcp,
+                     ', '.join(entry.ipv4) or 'none',
+                     ', '.join(entry.ipv6) or 'none')
 
         if not backend.passive and not any(
                 status in payloads.DHCP_SUCCESSFUL
@@ -173,10 +175,11 @@ class NetworkStep(pipeline.Step):
             result.statuses.setdefault(name, payloads.DHCP_NO_CARRIER)
 
     def _report(self, interface: net_interfaces.Interface,
-                status: str) -> dict:
+                status: str) -> payloads.InterfaceReport:
         ipv4, ipv6 = net_interfaces.addresses(interface.name, self.netifaces)
-        return {'name': interface.name, 'mac': interface.mac,
-                'dhcp': status, 'ipv4': ipv4, 'ipv6': ipv6}
+        return payloads.InterfaceReport(name=interface.name,
+                                        mac=interface.mac, dhcp=status,
+                                        ipv4=ipv4, ipv6=ipv6)
 
 
 class _ConfigureResult:
@@ -199,15 +202,16 @@ def _skipped_text(skipped: dict[str, str]) -> str:
                      for reason, names in groups.items())
 
 
-def _detail(backend: base.DhcpBackend, entries: Sequence[dict],
+def _detail(backend: base.DhcpBackend,
+            entries: Sequence[payloads.InterfaceReport],
             skipped: dict[str, str]) -> str:
     if backend.passive:
         text = 'dhcp_backend = %s: reported %s without configuring' % (
             backend.name,
-            ', '.join(entry['name'] for entry in entries) or
+            ', '.join(entry.name for entry in entries) or
             'no interface')
     else:
-        text = ', '.join('%s %s' % (entry['name'], entry['dhcp'])
+        text = ', '.join('%s %s' % (entry.name, entry.dhcp)
                          for entry in entries)
     if skipped:
         text += '; %d skipped by configuration: %s' % (

@@ -102,8 +102,13 @@ def failure(step):
     return state, info.value
 
 
+def on_the_wire(state):
+    """``state.interfaces`` as the notification carries them."""
+    return [entry.to_data() for entry in state.interfaces]
+
+
 def by_name(state):
-    return {entry['name']: entry for entry in state.interfaces}
+    return {entry['name']: entry for entry in on_the_wire(state)}
 
 
 # -- what is configured and reported ----------------------------------------
@@ -123,6 +128,12 @@ def test_each_interface_is_reported_with_mac_status_and_addresses(
     state, detail = run(make_step(conf, node, links, backend))
 
     assert state.interfaces == [
+        payloads.InterfaceReport(name='eth0', mac=MAC0, dhcp='leased',
+                                 ipv4=['198.18.1.100'], ipv6=[]),
+        payloads.InterfaceReport(name='eth1', mac=MAC1, dhcp='leased',
+                                 ipv4=['198.18.2.100'], ipv6=[]),
+    ]
+    assert on_the_wire(state) == [
         {'name': 'eth0', 'mac': MAC0, 'dhcp': 'leased',
          'ipv4': ['198.18.1.100'], 'ipv6': []},
         {'name': 'eth1', 'mac': MAC1, 'dhcp': 'leased',
@@ -178,7 +189,7 @@ def test_interfaces_skipped_by_name_are_left_alone_and_not_reported(
 
     state, detail = run(make_step(conf, node, links, backend))
 
-    assert [entry['name'] for entry in state.interfaces] == ['eth0', 'eth1']
+    assert [entry.name for entry in state.interfaces] == ['eth0', 'eth1']
     assert 'docker0' not in links.raised
     assert 'docker0' not in backend.configured
     assert detail.endswith('2 skipped by configuration: lo, docker0 '
@@ -192,7 +203,7 @@ def test_lo_is_configured_when_removed_from_skip_interfaces(conf, node,
 
     state, _ = run(make_step(conf, node, links, fakes.FakeBackend(node)))
 
-    assert [entry['name'] for entry in state.interfaces] == ['lo', 'eth0',
+    assert [entry.name for entry in state.interfaces] == ['lo', 'eth0',
                                                              'eth1']
 
 
@@ -312,7 +323,7 @@ def test_it_fails_when_no_interface_got_a_lease_and_says_what_to_check(
         'the switch ports are enabled; skipped by configuration: lo '
         '(skip_interfaces)')
     # The report is there all the same.
-    assert [(e['name'], e['dhcp']) for e in state.interfaces] == [
+    assert [(e.name, e.dhcp) for e in state.interfaces] == [
         ('eth0', 'failed'), ('eth1', 'failed'), ('eth2', 'no_carrier')]
 
 
@@ -325,7 +336,7 @@ def test_it_fails_when_no_interface_has_a_carrier(conf, node, links):
     assert exc.code == errors.NETWORK_FAILED
     assert 'no carrier on eth0, eth1 within 0.2 s' in exc.message
     assert backend.calls == []
-    assert {e['dhcp'] for e in state.interfaces} == {'no_carrier'}
+    assert {e.dhcp for e in state.interfaces} == {'no_carrier'}
 
 
 def test_a_configured_interface_counts_as_success(conf, node, links):
@@ -360,7 +371,7 @@ def test_a_backend_that_cannot_work_fails_the_step_with_its_message(
 
     assert exc.code == errors.NETWORK_FAILED
     assert 'dhclient is not installed' in exc.message
-    assert {e['dhcp'] for e in state.interfaces} == {'failed'}
+    assert {e.dhcp for e in state.interfaces} == {'failed'}
 
 
 def test_an_unexpected_backend_error_fails_the_interfaces_not_the_worker(
@@ -371,7 +382,7 @@ def test_an_unexpected_backend_error_fails_the_interfaces_not_the_worker(
 
     assert exc.code == errors.NETWORK_FAILED
     assert 'the fake backend failed unexpectedly' in exc.message
-    assert {e['dhcp'] for e in state.interfaces} == {'failed'}
+    assert {e.dhcp for e in state.interfaces} == {'failed'}
 
 
 def test_it_fails_when_the_configuration_skips_every_interface(
@@ -407,7 +418,7 @@ def test_backend_none_reports_every_interface_as_skipped_and_touches_nothing(
 
     state, detail = run(make_step(conf, node, links, None))
 
-    assert state.interfaces == [
+    assert on_the_wire(state) == [
         {'name': 'eth0', 'mac': MAC0, 'dhcp': 'skipped',
          'ipv4': ['198.18.9.9'], 'ipv6': []},
         {'name': 'eth1', 'mac': MAC1, 'dhcp': 'skipped', 'ipv4': [],
@@ -452,6 +463,6 @@ def test_backend_networkd_writes_a_network_file_per_interface(
     directory = tmp_path / 'root' / 'etc' / 'systemd' / 'network'
     assert sorted(os.listdir(directory)) == ['50-rescue-eth0.network',
                                              '50-rescue-eth1.network']
-    assert [(e['name'], e['dhcp']) for e in state.interfaces] == [
+    assert [(e.name, e.dhcp) for e in state.interfaces] == [
         ('eth0', 'configured'), ('eth1', 'configured'),
         ('eth2', 'no_carrier')]
