@@ -36,6 +36,10 @@ STOP_RESCUED = 'rescued'
 STOP_SIGNAL = 'signal'
 STOP_REQUESTED = 'requested'
 
+#: exit status of ``run`` when an outcome was left unpublished (the
+#: service manager's Restart=on-failure finishes the job)
+EXIT_OUTCOME_UNPUBLISHED = 4
+
 
 class ShutdownTimeout(Exception):
     """The running request did not finish within ``shutdown_timeout``."""
@@ -196,7 +200,24 @@ class RescueWorker:
         self.stop()
         if self.stop_reason == STOP_RESCUED:
             self.keep_tenant_network()
-        return 0
+            return 0
+        return self.exit_status_after_stop()
+
+    def exit_status_after_stop(self) -> int:
+        """0, or ``EXIT_OUTCOME_UNPUBLISHED`` when an outcome the journal
+        holds never reached the broker: the service manager restarts the
+        worker, which publishes it and (after a rescue) locks down. An
+        exit 0 here would leave the token and the broker credentials on
+        disk of a node the tenant may already own."""
+        pending = [record.request_id for record in self.journal.unfinished()
+                   if record.ended]
+        if not pending:
+            return 0
+        LOG.error('Exiting with the outcome of %s unpublished; exit status '
+                  '%d asks the service manager to start the worker again, '
+                  'which publishes it and finishes the lockdown',
+                  ', '.join(pending), EXIT_OUTCOME_UNPUBLISHED)
+        return EXIT_OUTCOME_UNPUBLISHED
 
     def keep_tenant_network(self) -> str:
         """After lockdown: renew the leases until the tenant network's DHCP

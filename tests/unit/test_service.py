@@ -156,3 +156,39 @@ def test_the_account_opens_only_after_the_secrets_are_gone(node,
     assert notifications.at_end == (True, True)
     assert not accounts.is_locked(node.root_dir, 'rescue')
     assert not os.path.exists(node.config_file)
+
+
+def test_sigterm_with_an_outcome_unpublished_exits_for_a_restart(
+        node, transport, monkeypatch):
+    from rescue_worker import endpoint as rw_endpoint
+    monkeypatch.setattr(rw_endpoint, 'PUBLISH_RETRY_DELAY', 0.01)
+    broker_away = FakeNotifications(fail_outcomes=10 ** 6)
+    worker = _worker(node, transport, notifications=broker_away)
+    worker.start()
+    with broker_away.changed:
+        _cast(node, transport, 'req-1', node.token)
+        assert broker_away.changed.wait_for(
+            lambda: payloads.EVENT_START in broker_away.events(), TIMEOUT)
+    # SIGTERM while the end is being published again and again.
+    worker.request_stop(service.STOP_SIGNAL)
+    worker.stop()
+
+    assert worker.exit_status_after_stop() == \
+        service.EXIT_OUTCOME_UNPUBLISHED
+    # Not locked down: the restart publishes the end, then locks down.
+    assert os.path.exists(node.token_file)
+    restarted = _worker(node, transport)
+    restarted.start()
+    assert restarted.wait_for_stop_request(TIMEOUT)
+    restarted.stop()
+    assert restarted.notifications.last(payloads.EVENT_END).replayed
+    assert not os.path.exists(node.token_file)
+
+
+def test_sigterm_with_nothing_pending_exits_0(node, transport):
+    worker = _worker(node, transport)
+    worker.start()
+    worker.request_stop(service.STOP_SIGNAL)
+    worker.stop()
+
+    assert worker.exit_status_after_stop() == 0
