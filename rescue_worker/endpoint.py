@@ -95,10 +95,8 @@ class RescueEndpoint:
                  outcome_retry_timeout: float = 600.0) -> None:
         self.node_id = node_id
         self.username = username
-        self._token_check = token_check
-        self._journal = journal
-        self._pipeline = pipeline
-        self._notifications = notifications
+        self._token_check, self._journal = token_check, journal
+        self._pipeline, self._notifications = pipeline, notifications
         # None: the worker keeps serving after a rescue
         # (exit_after_rescue = false).
         self._lockdown = lockdown

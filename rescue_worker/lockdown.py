@@ -85,6 +85,20 @@ def _empty(path: str) -> None:
         os.close(fd)
 
 
+def _data_elsewhere(path: str, st: os.stat_result) -> str | None:
+    """The regular file whose data another name would keep readable after
+    ``path`` is unlinked: a symlink's target, or ``path`` itself when it
+    has a second hard link. None when unlinking is enough."""
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(path)
+        try:
+            # A dangling link, or one to a directory, holds no file data.
+            return target if stat.S_ISREG(os.stat(target).st_mode) else None
+        except OSError:
+            return None
+    return path if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 else None
+
+
 def _scrub_one(path: str, report: ScrubReport) -> None:
     try:
         st = os.lstat(path)
@@ -94,24 +108,17 @@ def _scrub_one(path: str, report: ScrubReport) -> None:
         LOG.error('Lockdown could not look at %s (%s)', path, exc.strerror)
         report.failed.append(path)
         return
-    target = path
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(path)
+    target = _data_elsewhere(path, st)
+    if target is not None:
         try:
-            st = os.stat(target)
-        except OSError:
-            # A dangling link holds nothing: just remove it.
-            st = None
-    try:
-        if st is not None and stat.S_ISREG(st.st_mode) and (
-                target != path or st.st_nlink > 1):
             _empty(target)
             report.emptied.append(target)
-    except OSError as exc:
-        LOG.error('Lockdown could not empty %s, which %s points to (%s); '
-                  'the tenant may be able to read it: remove it by hand '
-                  'or revoke what it holds.', target, path, exc.strerror)
-        report.failed.append(target)
+        except OSError as exc:
+            LOG.error('Lockdown could not empty %s, which %s reaches (%s); '
+                      'the tenant may be able to read it: remove it by '
+                      'hand or revoke what it holds.', target, path,
+                      exc.strerror)
+            report.failed.append(target)
     try:
         if atomic.remove_durably(path):
             report.removed.append(path)
