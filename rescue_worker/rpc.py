@@ -8,6 +8,7 @@ many workers, each with its own configuration, can live in one process.
 from __future__ import annotations
 
 import importlib
+import re
 
 import oslo_messaging
 from oslo_config import cfg
@@ -39,6 +40,19 @@ def _register_global_only_opts(conf: cfg.ConfigOpts) -> None:
             conf.register_opts(opts, group=group)
 
 
+#: option names that hold a secret whether or not the library says so
+#: (oslo.messaging 18 leaves ``ssl_client_key_password`` in clear)
+_SECRET_NAME = re.compile(r'(password|passwd|secret|token)$')
+
+
+def _mask_forgotten_secrets(opts) -> None:
+    """Mark secret-looking options secret, so that ``log_opt_values`` (the
+    worker logs every value at DEBUG) masks them."""
+    for opt in opts:
+        if _SECRET_NAME.search(opt.name):
+            opt.secret = True
+
+
 def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
     """Register oslo.messaging's options with rescue-worker's defaults.
 
@@ -47,6 +61,7 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
     """
     oslo_messaging.set_transport_defaults(rw_conf.CONTROL_EXCHANGE)
     for group, opts in messaging_opts.list_opts():
+        _mask_forgotten_secrets(opts)
         conf.register_opts(opts, group=group)
     _register_global_only_opts(conf)
     # Without a driver oslo.messaging silently drops notifications, and

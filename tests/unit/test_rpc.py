@@ -44,3 +44,18 @@ def test_notifications_have_a_driver_by_default():
     conf = messaging_conf('fake://')
 
     assert conf.oslo_messaging_notifications.driver == ['messagingv2']
+
+
+def test_option_values_logged_at_debug_mask_every_secret(caplog):
+    import logging
+    conf = messaging_conf('rabbit://rescue:broker-secret@broker:5672/')
+    conf.set_override('ssl_client_key_password', 'kafka-key-secret',
+                      group='oslo_messaging_kafka')
+    logger = logging.getLogger('test-option-values')
+
+    with caplog.at_level(logging.DEBUG, logger='test-option-values'):
+        conf.log_opt_values(logger, logging.DEBUG)
+
+    assert 'ssl_client_key_password' in caplog.text
+    assert 'kafka-key-secret' not in caplog.text
+    assert 'broker-secret' not in caplog.text
