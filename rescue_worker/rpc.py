@@ -143,6 +143,18 @@ def get_server(conf: cfg.ConfigOpts, transport: oslo_messaging.Transport,
         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
 
 
+def broker_hosts(conf: cfg.ConfigOpts) -> str:
+    """The broker's host:port list from ``transport_url``, for logs: never
+    the credentials."""
+    try:
+        url = oslo_messaging.TransportURL.parse(conf)
+    except oslo_messaging.InvalidTransportURL:
+        return '(an invalid transport_url)'
+    hosts = ['%s:%s' % (host.hostname, host.port) if host.port
+             else str(host.hostname) for host in url.hosts]
+    return ', '.join(hosts) or url.transport or '(no host)'
+
+
 def publisher_id(node_id: str) -> str:
     return 'rescue-worker.%s' % node_id
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import oslo_messaging
 from oslo_config import cfg
@@ -41,6 +42,10 @@ STOP_REQUESTED = 'requested'
 EXIT_OUTCOME_UNPUBLISHED = 4
 
 
+class StartAbandoned(Exception):
+    """Asked to stop while the broker had not answered yet."""
+
+
 class ShutdownTimeout(Exception):
     """The running request did not finish within ``shutdown_timeout``."""
 
@@ -53,6 +58,9 @@ class RescueWorker:
     pipeline, journal, notifications or token check (or transports), and
     the rest is the real thing.
     """
+
+    #: seconds between the warnings that the broker has not answered yet
+    BROKER_REPORT_INTERVAL = 30.0
 
     def __init__(self, conf: cfg.ConfigOpts,
                  rpc_transport: oslo_messaging.Transport | None = None,
@@ -191,8 +199,11 @@ class RescueWorker:
         LOG.info('Worker stopped (%s)', self.stop_reason)
 
     def run(self) -> int:
-        """Serve until stopped; returns the process exit status."""
-        self.start()
+        """Serve until stopped; returns the process exit status.
+
+        :raises StartAbandoned: asked to stop before the broker answered.
+        """
+        self._start_in_background()
         while not self._stop_requested.wait(1.0):
             # A bounded wait keeps the main thread responsive to signals.
             pass
@@ -218,6 +229,36 @@ class RescueWorker:
                   'which publishes it and finishes the lockdown',
                   ', '.join(pending), EXIT_OUTCOME_UNPUBLISHED)
         return EXIT_OUTCOME_UNPUBLISHED
+
+    def _start_in_background(self) -> None:
+        """``start()`` in a thread, so that the main thread keeps taking
+        SIGTERM: oslo.messaging retries an unreachable broker for ever, in
+        the thread that connects."""
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                self.start()
+            except BaseException as exc:
+                failure.append(exc)
+        starter = threading.Thread(target=start, name='rescue-worker-start',
+                                   daemon=True)
+        began = time.monotonic()
+        starter.start()
+        next_report = self.BROKER_REPORT_INTERVAL
+        while starter.is_alive():
+            if self._stop_requested.wait(1.0) and starter.is_alive():
+                raise StartAbandoned(
+                    'stopped (%s) before the broker at %s answered; no '
+                    'request was taken' % (self.stop_reason,
+                                           rpc.broker_hosts(self.conf)))
+            waited = time.monotonic() - began
+            if starter.is_alive() and waited >= next_report:
+                LOG.warning('Still connecting to the broker at %s after '
+                            '%d s', rpc.broker_hosts(self.conf), waited)
+                next_report += self.BROKER_REPORT_INTERVAL
+        if failure:
+            raise failure[0]
 
     def keep_tenant_network(self) -> str:
         """After lockdown: renew the leases until the tenant network's DHCP

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     try:
         return worker.run()
+    except service.StartAbandoned as exc:
+        LOG.warning('Exiting: %s', exc)
+        logging.shutdown()
+        # The thread that connects retries for ever; nothing to wait for.
+        os._exit(0)
     except service.ShutdownTimeout as exc:
         LOG.error('Exiting with a request still running: %s', exc)
         logging.shutdown()

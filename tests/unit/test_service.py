@@ -192,3 +192,49 @@ def test_sigterm_with_nothing_pending_exits_0(node, transport):
     worker.stop()
 
     assert worker.exit_status_after_stop() == 0
+
+
+def test_an_unreachable_broker_leaves_the_worker_stoppable(tmp_path,
+                                                           caplog):
+    import logging
+    import threading
+    # Nothing listens on port 1 of loopback: oslo.messaging retries for
+    # ever in the thread that connects.
+    node = sandbox.SandboxNode(
+        str(tmp_path), transport_url='rabbit://rescue:broker-pw@127.0.0.1:1/'
+    ).create()
+    worker = service.RescueWorker(node.load_config(),
+                                  notifications=FakeNotifications(),
+                                  cmdline_path=node.cmdline_file)
+    worker.BROKER_REPORT_INTERVAL = 1.0
+    warned = threading.Event()
+
+    class _Watch(logging.Handler):
+        def emit(self, record):
+            if 'Still connecting' in record.getMessage():
+                warned.set()
+    watch = _Watch()
+    logging.getLogger('rescue_worker.service').addHandler(watch)
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(worker.run())
+        except service.StartAbandoned as exc:
+            outcome.append(exc)
+    runner = threading.Thread(target=run, daemon=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger='rescue_worker'):
+            runner.start()
+            assert warned.wait(TIMEOUT), 'no "still connecting" warning'
+            worker.request_stop(service.STOP_SIGNAL)
+            runner.join(TIMEOUT)
+    finally:
+        logging.getLogger('rescue_worker.service').removeHandler(watch)
+
+    assert not runner.is_alive(), 'SIGTERM did not stop the start'
+    [abandoned] = outcome
+    assert isinstance(abandoned, service.StartAbandoned)
+    assert '127.0.0.1:1' in caplog.text
+    assert 'broker-pw' not in caplog.text and 'broker-pw' not in str(
+        abandoned)
