@@ -11,9 +11,14 @@ and lifetime instead.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import dataclasses
+import pathlib
+import re
 import time
 from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import TypeVar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,32 +35,23 @@ class Lease:
         return self.expire is not None and self.expire <= now
 
 
+#: one token of a lease file: a quoted string (its quotes kept; a
+#: backslash escapes the next character), a brace, a semicolon or a word;
+#: white space and comments match too, without a token, and are passed over
+_TOKEN = re.compile(r"""
+      \s+
+    | \#[^\n]*
+    | (?P<token> [{};]
+               | "(?:\\[\s\S]?|[^"\\])*"?
+               | [^\s{};"\#]+ )
+""", re.VERBOSE)
+
+
 def _tokens(text: str) -> Iterator[str]:
     """Words, quoted strings (with their quotes), '{', '}' and ';'."""
-    i, length = 0, len(text)
-    while i < length:
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif char == '#':
-            end = text.find('\n', i)
-            i = length if end < 0 else end + 1
-        elif char in '{};':
-            yield char
-            i += 1
-        elif char == '"':
-            j = i + 1
-            while j < length and text[j] != '"':
-                j += 2 if text[j] == '\\' else 1
-            yield text[i:j + 1]
-            i = j + 1
-        else:
-            j = i
-            while (j < length and not text[j].isspace() and
-                   text[j] not in '{};"#'):
-                j += 1
-            yield text[i:j]
-            i = j
+    for match in _TOKEN.finditer(text):
+        if match.group('token'):
+            yield match.group('token')
 
 
 def _statements(tokens: Iterator[str]) -> Iterator[list[str] | tuple]:
@@ -96,41 +92,59 @@ def _parse_time(words: list[str]) -> float | None:
         return None
 
 
+def _blocks(text: str, keyword: str) -> Iterator[list]:
+    """The statements inside each top-level ``<keyword> { ... }``."""
+    for statement in _statements(_tokens(text)):
+        if isinstance(statement, tuple) and statement[0] == [keyword]:
+            yield statement[1]
+
+
+def _settings(statements: list) -> dict[str, list[str]]:
+    """The simple statements of a block (nested blocks left out): the
+    first word (``option <name>`` for an option) -> the words after it.
+    The last of the same key counts; one without a value is malformed and
+    passed over."""
+    settings = {}
+    for words in statements:
+        if isinstance(words, tuple):
+            continue
+        key, value = words[0], words[1:]
+        if key == 'option':
+            key, value = ' '.join(words[:2]), words[2:]
+        if value:
+            settings[key] = value
+    return settings
+
+
+def _value(settings: dict[str, list[str]], key: str) -> str | None:
+    words = settings.get(key)
+    return words[0] if words else None
+
+
+def _interface(settings: dict[str, list[str]]) -> str | None:
+    name = _value(settings, 'interface')
+    return None if name is None else _unquote(name)
+
+
 def parse(text: str) -> list[Lease]:
     """Every IPv4 ``lease`` block of ``text``, in file order."""
     found = []
-    for statement in _statements(_tokens(text)):
-        if not (isinstance(statement, tuple) and statement[0] == ['lease']):
-            continue
-        fields: dict[str, str | float | None] = {}
-        for inner in statement[1]:
-            if isinstance(inner, tuple) or not inner:
-                continue
-            key = inner[0]
-            if key == 'interface' and len(inner) > 1:
-                fields['interface'] = _unquote(inner[1])
-            elif key == 'fixed-address' and len(inner) > 1:
-                fields['address'] = inner[1]
-            elif (key == 'option' and len(inner) > 2 and
-                  inner[1] == 'dhcp-server-identifier'):
-                fields['server'] = inner[2]
-            elif key == 'expire':
-                fields['expire'] = _parse_time(inner[1:])
+    for block in _blocks(text, 'lease'):
+        settings = _settings(block)
         found.append(Lease(
-            interface=fields.get('interface'),
-            address=fields.get('address'),
-            server=fields.get('server'),
-            expire=fields.get('expire')))
+            interface=_interface(settings),
+            address=_value(settings, 'fixed-address'),
+            server=_value(settings, 'option dhcp-server-identifier'),
+            expire=_parse_time(settings.get('expire', []))))
     return found
 
 
 def _text(path: str) -> str:
     """The file's text; empty when it does not exist (no lease yet)."""
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return f.read()
-    except FileNotFoundError:
-        return ''
+    with contextlib.suppress(FileNotFoundError):
+        return pathlib.Path(path).read_text(encoding='utf-8',
+                                            errors='replace')
+    return ''
 
 
 def read(path: str) -> list[Lease]:
@@ -145,14 +159,7 @@ def newest(path: str, interface: str,
     A released lease is recorded with its expiry set to the time of
     release, so after a release there is none.
     """
-    candidates = [lease for lease in read(path)
-                  if lease.interface in (None, interface)]
-    if not candidates:
-        return None
-    lease = candidates[-1]
-    if lease.expired(time.time() if now is None else now):
-        return None
-    return lease
+    return _newest(read(path), interface, now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,41 +187,36 @@ def _number(words: list[str]) -> float | None:
 def parse6(text: str) -> list[Lease6]:
     """Every ``lease6`` block of ``text``, in file order."""
     found = []
-    for statement in _statements(_tokens(text)):
-        if not (isinstance(statement, tuple) and
-                statement[0] == ['lease6']):
-            continue
-        interface = server = None
+    for block in _blocks(text, 'lease6'):
+        settings = _settings(block)
         addresses: list[str] = []
         ends: list[float] = []
-        for inner in statement[1]:
-            if isinstance(inner, tuple):
-                words, nested = inner
-                if words and words[0] in ('ia-na', 'ia-ta'):
-                    _collect_addresses(nested, addresses, ends)
-                continue
-            if inner[0] == 'interface' and len(inner) > 1:
-                interface = _unquote(inner[1])
-            elif (inner[0] == 'option' and len(inner) > 2 and
-                  inner[1] == 'dhcp6.server-id'):
-                server = inner[2]
-        found.append(Lease6(interface=interface, addresses=tuple(addresses),
-                            server=server,
-                            expire=max(ends) if ends else None))
+        for words, nested in _nested(block):
+            if words and words[0] in ('ia-na', 'ia-ta'):
+                _collect_addresses(nested, addresses, ends)
+        found.append(Lease6(
+            interface=_interface(settings),
+            addresses=tuple(addresses),
+            server=_value(settings, 'option dhcp6.server-id'),
+            expire=max(ends) if ends else None))
     return found
+
+
+def _nested(statements: list) -> Iterator[tuple[list[str], list]]:
+    """The nested blocks of a block: (words before the brace, statements)."""
+    return (statement for statement in statements
+            if isinstance(statement, tuple))
 
 
 def _collect_addresses(statements: list, addresses: list[str],
                        ends: list[float]) -> None:
-    for inner in statements:
-        if not (isinstance(inner, tuple) and len(inner[0]) > 1 and
-                inner[0][0] == 'iaaddr'):
+    for words, nested in _nested(statements):
+        if len(words) < 2 or words[0] != 'iaaddr':
             continue
-        addresses.append(inner[0][1])
-        fields = {words[0]: words[1:] for words in inner[1]
-                  if not isinstance(words, tuple) and words}
-        starts = _number(fields.get('starts', []))
-        life = _number(fields.get('max-life', []))
+        addresses.append(words[1])
+        settings = _settings(nested)
+        starts = _number(settings.get('starts', []))
+        life = _number(settings.get('max-life', []))
         if starts is not None and life is not None:
             ends.append(starts + life)
 
@@ -229,7 +231,17 @@ def newest6(path: str, interface: str,
             now: float | None = None) -> Lease6 | None:
     """The newest DHCPv6 lease of ``interface`` in the file, if not
     expired."""
-    candidates = [lease for lease in read6(path)
+    return _newest(read6(path), interface, now)
+
+
+AnyLease = TypeVar('AnyLease', Lease, Lease6)
+
+
+def _newest(found: Sequence[AnyLease], interface: str,
+            now: float | None) -> AnyLease | None:
+    """The last of ``found`` for ``interface`` (or for no interface in
+    particular), unless it has expired."""
+    candidates = [lease for lease in found
                   if lease.interface in (None, interface)]
     if not candidates:
         return None

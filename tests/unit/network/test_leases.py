@@ -166,3 +166,12 @@ def test_a_released_dhcpv6_lease_is_no_lease(lease_file):
 
     assert leases.newest6(path, 'eth0', STARTS6 + 1) is None
     assert leases.read6(path + '.none') == []
+
+
+def test_a_statement_without_a_value_is_passed_over():
+    text = ('lease {\n  interface "eth0";\n  interface;\n'
+            '  fixed-address 198.18.1.100;\n  option dhcp-server-identifier;\n'
+            '  expire epoch 1706781600;\n  expire;\n}\n')
+
+    assert leases.parse(text) == [
+        leases.Lease('eth0', '198.18.1.100', None, 1706781600.0)]
