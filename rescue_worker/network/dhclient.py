@@ -232,31 +232,24 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         or once ``give_up`` is set."""
         argv = [program, *options, '-v', '-pf', paths.pid, '-lf',
                 paths.leases, '-cf', paths.config, interface]
-        with open(paths.log, 'ab') as log:
-            log.write(('--- %s: %s\n' % (
-                time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                ' '.join(argv))).encode())
-            log.flush()
-            # Its own session: on a timeout the script it runs is killed
-            # with it. A bound daemon leaves the session (setsid) first.
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + bound
-            while True:
-                remaining = deadline - time.monotonic()
-                if give_up is not None:
-                    remaining = min(remaining, GIVE_UP_POLL)
-                try:
-                    return process.wait(max(remaining, 0.0))
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() >= deadline or (
-                            give_up is not None and give_up.is_set()):
-                        break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return None
+        # A bound daemon leaves the session (setsid) before the session
+        # is killed on a timeout.
+        process = processes.start_logged(argv, paths.log)
+        deadline = time.monotonic() + bound
+        while True:
+            remaining = deadline - time.monotonic()
+            if give_up is not None:
+                remaining = min(remaining, GIVE_UP_POLL)
+            try:
+                return process.wait(max(remaining, 0.0))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline or (
+                        give_up is not None and give_up.is_set()):
+                    break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return None
 
     def _wait_for_daemon(self, interface: str, family: int = 4) -> None:
         """Wait (bounded) until the daemon wrote its pid file.

@@ -1,5 +1,5 @@
-"""The programs the network package runs, seen from outside: whether one
-still runs.
+"""The programs the network package runs: starting a DHCP client with its
+output in a log, and whether one still runs.
 
 A DHCP client's daemon is usually no child of the worker (dhclient forks
 into a session of its own, a udhcpc may be a previous worker's), so there
@@ -8,7 +8,10 @@ is nothing to wait() on: its ``/proc/<pid>/stat`` is read instead.
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 #: ``/proc/<pid>/stat`` states of a process that has ended: a zombie
 #: (not yet reaped) or dead
@@ -47,3 +50,21 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(POLL_INTERVAL)
     return True
+
+
+def start_logged(argv: Sequence[str], log_path: str,
+                 env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` in a session of its own, its output appended to
+    ``log_path`` after a line with the time and the command line.
+
+    Its own session: a client that outlives the worker never gets the
+    signals of the worker's process group, and one given up on is killed
+    with whatever it runs (its lease script) by killing the session.
+    """
+    with open(log_path, 'ab') as log:
+        log.write(('--- %s: %s\n' % (time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                                     ' '.join(argv))).encode())
+        log.flush()
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)

@@ -210,7 +210,8 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
             seq = _int(read_state(paths.lease).get('seq')) or 0
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR2)
-            self._wait_for_event(paths, pid, seq, ('deconfig',), timeout)
+            self._wait_for_event(paths, pid, interface, seq, ('deconfig',),
+                                 timeout)
             self._stop(interface, family)
 
     # -- leasing -------------------------------------------------------------
@@ -220,17 +221,22 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                give_up: threading.Event | None = None) -> str:
         paths = self.paths(interface, family)
         started = time.monotonic()
-        if renew:
-            pid = self._daemon_pid(interface, family)
-            if pid is not None:
-                if self._signal_renew(paths, pid, interface, timeout):
-                    return payloads.DHCP_LEASED
-                timeout = max(timeout - (time.monotonic() - started),
-                              MIN_LEASE_TIME)
+        pid = self._daemon_pid(interface, family) if renew else None
+        if pid is not None:
+            if self._signal_renew(paths, pid, interface, timeout):
+                return payloads.DHCP_LEASED
+            timeout = max(timeout - (time.monotonic() - started),
+                          MIN_LEASE_TIME)
         # One udhcpc per interface: an earlier one (its address stays)
         # is replaced.
         self._stop(interface, family)
-        name = os.path.basename(program)
+        process = self._start(program, interface, family, paths)
+        return self._wait_for_lease(process, paths, interface,
+                                    os.path.basename(program), started,
+                                    timeout, give_up)
+
+    def _start(self, program: str, interface: str, family: int,
+               paths: Paths) -> subprocess.Popen:
         argv = [program, '-f', '-i', interface, '-p', paths.pid, '-s',
                 self.script, '-t', '0', '-T', str(DISCOVER_INTERVAL)]
         if family == 4:
@@ -239,20 +245,20 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                    RESCUE_WORKER_DHCP_DIR=self.directory,
                    RESCUE_WORKER_ROOT_DIR=self.root_dir,
                    RESCUE_WORKER_FAMILY=str(family))
-        with open(paths.log, 'ab') as log:
-            log.write(('--- %s: %s\n' % (
-                time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                ' '.join(argv))).encode())
-            log.flush()
-            # A session of its own: it outlives the worker and never gets
-            # the signals of the worker's process group.
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        process = processes.start_logged(argv, paths.log, env)
         with _children_lock:
             _children[process.pid] = process
-        deadline = started + timeout
-        graced = False
+        return process
+
+    def _wait_for_lease(self, process: subprocess.Popen, paths: Paths,
+                        interface: str, name: str, started: float,
+                        timeout: float,
+                        give_up: threading.Event | None) -> str:
+        """Until the script recorded a lease of ``process``, it ended, or
+        it is given up on (``give_up``, or ``timeout`` from ``started``,
+        longer while the script applies a lease that came in time)."""
+        deadline = _ScriptDeadline(paths, process.pid, started + timeout,
+                                   interface)
         while True:
             state = read_state(paths.lease)
             if (state.get('event') in BOUND_EVENTS and
@@ -262,25 +268,10 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                          state.get('serverid') or 'a server',
                          time.monotonic() - started)
                 return payloads.DHCP_LEASED
-            code = process.poll()
-            if code is not None:
-                LOG.warning('%s on %s ended with exit code %d before a '
-                            'lease; see %s', name, interface, code,
-                            paths.log)
-                _forget(process.pid)
+            if self._ended_or_given_up(process, paths, interface, name,
+                                       started, give_up):
                 return payloads.DHCP_FAILED
-            if give_up is not None and give_up.is_set():
-                LOG.info('%s on %s given up after %.1f s', name, interface,
-                         time.monotonic() - started)
-                self._kill(process.pid)
-                return payloads.DHCP_FAILED
-            if time.monotonic() >= deadline:
-                if not graced and self._applying(paths) == process.pid:
-                    LOG.info('%s on %s: a lease came in time, its script '
-                             'is still applying it', name, interface)
-                    deadline += SCRIPT_GRACE
-                    graced = True
-                    continue
+            if deadline.passed():
                 LOG.warning('%s got no lease on %s in %s s; see %s', name,
                             interface, base.format_seconds(timeout),
                             paths.log)
@@ -288,14 +279,23 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                 return payloads.DHCP_FAILED
             time.sleep(POLL_INTERVAL)
 
-    @staticmethod
-    def _applying(paths: Paths) -> int | None:
-        """The pid of the udhcpc whose lease the script applies now."""
-        try:
-            with open(paths.applying) as f:
-                return _int(f.read().strip())
-        except OSError:
-            return None
+    def _ended_or_given_up(self, process: subprocess.Popen, paths: Paths,
+                           interface: str, name: str, started: float,
+                           give_up: threading.Event | None) -> bool:
+        """Whether ``process`` ended without a lease, or was killed because
+        ``give_up`` is set."""
+        code = process.poll()
+        if code is not None:
+            LOG.warning('%s on %s ended with exit code %d before a lease; '
+                        'see %s', name, interface, code, paths.log)
+            _forget(process.pid)
+            return True
+        if give_up is not None and give_up.is_set():
+            LOG.info('%s on %s given up after %.1f s', name, interface,
+                     time.monotonic() - started)
+            self._kill(process.pid)
+            return True
+        return False
 
     def _signal_renew(self, paths: Paths, pid: int, interface: str,
                       timeout: float) -> bool:
@@ -305,7 +305,8 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGUSR1)
         wait = min(RENEW_WAIT, timeout / 2)
-        if self._wait_for_event(paths, pid, seq, BOUND_EVENTS, wait):
+        if self._wait_for_event(paths, pid, interface, seq,
+                                BOUND_EVENTS, wait):
             LOG.info('udhcpc renewed the lease of %s', interface)
             return True
         LOG.info('No answer to the renewal of %s from %s within %s s: '
@@ -314,23 +315,21 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                  base.format_seconds(wait))
         return False
 
-    def _wait_for_event(self, paths: Paths, pid: int, seq: int,
-                        events: Sequence[str], timeout: float) -> bool:
+    def _wait_for_event(self, paths: Paths, pid: int, interface: str,
+                        seq: int, events: Sequence[str],
+                        timeout: float) -> bool:
         """Wait until the script recorded one of ``events`` for ``pid``
         after ``seq`` (longer while it is applying a lease of ``pid``)."""
-        deadline = time.monotonic() + timeout
-        graced = False
+        deadline = _ScriptDeadline(paths, pid, time.monotonic() + timeout,
+                                   interface)
         while True:
             state = read_state(paths.lease)
             if ((_int(state.get('seq')) or 0) > seq and
                     state.get('event') in events and
                     _int(state.get('pid')) == pid):
                 return True
-            if time.monotonic() >= deadline:
-                if graced or self._applying(paths) != pid:
-                    return False
-                deadline += SCRIPT_GRACE
-                graced = True
+            if deadline.passed():
+                return False
             time.sleep(POLL_INTERVAL)
 
     def _held(self, interface: str, family: int) -> dict[str, str]:
@@ -372,6 +371,41 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
         """The running udhcpc that uses this interface's pid file."""
         return dhcp_client.running_client(self.paths(interface, family).pid,
                                           'udhcpc', on_exited=_forget)
+
+
+def _applying(paths: Paths) -> int | None:
+    """The pid of the udhcpc whose lease the script applies now."""
+    try:
+        with open(paths.applying) as f:
+            return _int(f.read().strip())
+    except OSError:
+        return None
+
+
+class _ScriptDeadline:
+    """A deadline extended once, by ``SCRIPT_GRACE``, if it passes while
+    the lease script applies a lease of the udhcpc ``pid``: the server
+    granted that lease in time, and the script, a dozen commands, is slow
+    on a loaded machine."""
+
+    def __init__(self, paths: Paths, pid: int, deadline: float,
+                 interface: str) -> None:
+        self.paths = paths
+        self.pid = pid
+        self.deadline = deadline
+        self.interface = interface
+        self.graced = False
+
+    def passed(self) -> bool:
+        if time.monotonic() < self.deadline:
+            return False
+        if self.graced or _applying(self.paths) != self.pid:
+            return True
+        LOG.info('udhcpc on %s: a lease came in time, its script is still '
+                 'applying it', self.interface)
+        self.deadline += SCRIPT_GRACE
+        self.graced = True
+        return False
 
 
 def _forget(pid: int) -> None:
