@@ -52,6 +52,7 @@ from oslo_config import cfg
 from rescue_worker import atomic
 from rescue_worker import payloads
 from rescue_worker.network import dhcp_client
+from rescue_worker.network import interfaces as net_interfaces
 from rescue_worker.network import ipv6 as net_ipv6
 from rescue_worker.network import leases
 from rescue_worker.network import processes
@@ -88,16 +89,6 @@ DAEMON_TIMEOUT = 2.0
 GIVE_UP_POLL = 0.1
 
 
-@dataclasses.dataclass(frozen=True)
-class Paths:
-    """The files of one interface's dhclient."""
-
-    pid: str
-    leases: str
-    config: str
-    log: str
-
-
 def reboot_time(timeout: int) -> int:
     """Seconds to ask for a recorded lease before discovering anew."""
     return min(MAX_REBOOT, max(1, timeout // 3))
@@ -108,6 +99,16 @@ def dhclient_config(base_config: str, timeout: int) -> str:
     return ('# Written by rescue-worker: the image\'s dhclient.conf, then '
             'the bounds of the rescue.\n%s\n\ntimeout %d;\nreboot %d;\n' %
             (base_config.rstrip('\n'), timeout, reboot_time(timeout)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """The files of one interface's dhclient."""
+
+    pid: str
+    leases: str
+    config: str
+    log: str
 
 
 class DhclientBackend(dhcp_client.DhcpClientBackend):
@@ -130,10 +131,9 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
     # -- files -----------------------------------------------------------
 
     def paths(self, interface: str, family: int = 4) -> Paths:
-        if not interface or '/' in interface or interface.startswith('.'):
-            raise ValueError('invalid interface name %r' % interface)
         stem = os.path.join(self.directory, '%s-%s' % (
-            'dhclient' if family == 4 else 'dhclient6', interface))
+            'dhclient' if family == 4 else 'dhclient6',
+            net_interfaces.checked_name(interface)))
         return Paths(pid=stem + '.pid', leases=stem + '.leases',
                      config=stem + '.conf', log=stem + '.log')
 

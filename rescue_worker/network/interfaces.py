@@ -64,6 +64,18 @@ class Interface:
         return self.addr_assign_type == ADDR_PERMANENT
 
 
+def checked_name(name: str) -> str:
+    """``name``, which names a file under the worker's directories (a
+    lease file, a ``.network`` file), so may not be empty, hold a '/' or
+    start with a '.'.
+
+    :raises ValueError: it does.
+    """
+    if not name or '/' in name or name.startswith('.'):
+        raise ValueError('invalid interface name %r' % name)
+    return name
+
+
 def _read_sysfs(sysfs: str, name: str, attribute: str) -> str | None:
     try:
         with open(os.path.join(sysfs, name, attribute)) as f:

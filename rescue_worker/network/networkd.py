@@ -98,10 +98,8 @@ class NetworkdBackend(base.DhcpBackend):
         return cls(group.root_dir, ipv6=group.ipv6, reload_command=command)
 
     def network_file(self, interface: str) -> str:
-        if not interface or '/' in interface or interface.startswith('.'):
-            raise ValueError('invalid interface name %r' % interface)
-        return os.path.join(self.root_dir, NETWORK_DIR,
-                            '50-rescue-%s.network' % interface)
+        return os.path.join(self.root_dir, NETWORK_DIR, '50-rescue-%s.network'
+                            % net_interfaces.checked_name(interface))
 
     def _networkctl(self) -> str | None:
         """The program when this is the live system, else None."""

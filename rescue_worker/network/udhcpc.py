@@ -56,6 +56,7 @@ from rescue_worker import atomic
 from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import dhcp_client
+from rescue_worker.network import interfaces as net_interfaces
 from rescue_worker.network import ipv6 as net_ipv6
 from rescue_worker.network import processes
 
@@ -146,10 +147,9 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
     # -- files -----------------------------------------------------------
 
     def paths(self, interface: str, family: int = 4) -> Paths:
-        if not interface or '/' in interface or interface.startswith('.'):
-            raise ValueError('invalid interface name %r' % interface)
         stem = os.path.join(self.directory, '%s-%s' % (
-            EXECUTABLE if family == 4 else EXECUTABLE6, interface))
+            EXECUTABLE if family == 4 else EXECUTABLE6,
+            net_interfaces.checked_name(interface)))
         return Paths(pid=stem + '.pid', lease=stem + '.lease',
                      applied=stem + '.applied', applying=stem + '.applying',
                      log=stem + '.log')
