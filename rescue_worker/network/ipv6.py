@@ -148,35 +148,53 @@ def parse_router_advertisement(data: bytes,
     None when it is none or malformed."""
     if len(data) < 16 or data[0] != ICMPV6_ROUTER_ADVERTISEMENT or data[1]:
         return None
-    flags = data[5]
-    (router_lifetime,) = struct.unpack_from('!H', data, 6)
+    options = _options(data, 16)
+    if options is None:
+        return None
     prefixes = []
     mtu = None
-    offset = 16
-    while offset + 2 <= len(data):
-        kind, length = data[offset], data[offset + 1] * 8
-        if length == 0 or offset + length > len(data):
-            return None  # RFC 4861: a zero-length option is invalid
-        body = data[offset:offset + length]
-        if kind == OPTION_PREFIX and length == 32:
-            prefixlen, prefix_flags = body[2], body[3]
-            valid, preferred = struct.unpack_from('!II', body, 4)
-            if prefixlen <= 128:
-                with contextlib.suppress(ValueError):
-                    prefixes.append(Prefix(
-                        network=ipaddress.IPv6Network(
-                            (body[16:32], prefixlen), strict=False),
-                        on_link=bool(prefix_flags & PREFIX_ON_LINK),
-                        autonomous=bool(prefix_flags & PREFIX_AUTONOMOUS),
-                        valid_lifetime=valid,
-                        preferred_lifetime=preferred))
-        elif kind == OPTION_MTU and length == 8:
+    for kind, body in options:
+        if kind == OPTION_PREFIX:
+            prefix = _prefix(body)
+            if prefix is not None:
+                prefixes.append(prefix)
+        elif kind == OPTION_MTU and len(body) == 8:
             (mtu,) = struct.unpack_from('!I', body, 4)
-        offset += length
+    flags = data[5]
+    (router_lifetime,) = struct.unpack_from('!H', data, 6)
     return RouterAdvertisement(
         router=source.split('%', 1)[0], managed=bool(flags & RA_MANAGED),
         other=bool(flags & RA_OTHER), router_lifetime=router_lifetime,
         prefixes=tuple(prefixes), mtu=mtu)
+
+
+def _options(data: bytes, offset: int) -> list[tuple[int, bytes]] | None:
+    """The (type, whole option) of each option of ``data`` from
+    ``offset``; None when one of them is malformed."""
+    options = []
+    while offset + 2 <= len(data):
+        kind, length = data[offset], data[offset + 1] * 8
+        if length == 0 or offset + length > len(data):
+            return None  # RFC 4861: a zero-length option is invalid
+        options.append((kind, data[offset:offset + length]))
+        offset += length
+    return options
+
+
+def _prefix(body: bytes) -> Prefix | None:
+    """A prefix information option; None when it is malformed."""
+    if len(body) != 32 or body[2] > 128:
+        return None
+    prefixlen, flags = body[2], body[3]
+    valid, preferred = struct.unpack_from('!II', body, 4)
+    try:
+        network = ipaddress.IPv6Network((body[16:32], prefixlen),
+                                        strict=False)
+    except ValueError:
+        return None
+    return Prefix(network=network, on_link=bool(flags & PREFIX_ON_LINK),
+                  autonomous=bool(flags & PREFIX_AUTONOMOUS),
+                  valid_lifetime=valid, preferred_lifetime=preferred)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,6 +391,50 @@ class AutoconfResult:
         return text
 
 
+class _SolicitationSchedule:
+    """When to solicit a router again, how long to listen for the answer,
+    and when to give up: at ``deadline``, or, once IPv4 is leased,
+    ``RA_REPLY_WAIT`` after the first solicitation (``LINK_LOCAL_WAIT``
+    after the start if none could be sent)."""
+
+    def __init__(self, started: float, deadline: float) -> None:
+        self.started = started
+        self.deadline = deadline
+        self.first_sent: float | None = None
+        self.next_send = started
+
+    def over(self, now: float, ipv4_leased: bool) -> bool:
+        if now >= self.deadline:
+            return True
+        if not ipv4_leased:
+            return False
+        if self.first_sent is None:
+            return now - self.started >= LINK_LOCAL_WAIT
+        return now - self.first_sent >= RA_REPLY_WAIT
+
+    def send_if_due(self, solicitor: RouterSolicitor, now: float) -> None:
+        if now < self.next_send:
+            return
+        if not solicitor.send():
+            # The link-local address is still tentative: soon again.
+            self.next_send = now + RS_RETRY
+        elif self.first_sent is None:
+            self.first_sent = now
+            self.next_send = now + RS_FIRST_INTERVAL
+        else:
+            self.next_send = now + RS_INTERVAL
+
+    def listen_until(self, now: float) -> float:
+        """No longer than until the next solicitation, or the next look at
+        the IPv4 side; once solicited, not past the reply wait (but a
+        little while in any case, for an answer already queued)."""
+        until = min(self.deadline, self.next_send, now + POLL_INTERVAL)
+        if self.first_sent is not None:
+            until = min(until, max(self.first_sent + RA_REPLY_WAIT,
+                                   now + 0.01))
+        return until
+
+
 #: (interface, timeout) -> (status, problem or None): a backend's DHCPv6
 Dhcpv6Client = Callable[[str, float], tuple[str, str | None]]
 
@@ -446,31 +508,14 @@ class Autoconf:
     def _wait_for_advertisement(self, solicitor: RouterSolicitor,
                                 deadline: float, ipv4: Ipv4Progress
                                 ) -> RouterAdvertisement | None:
-        first_sent: float | None = None
-        started = next_send = self.clock()
+        schedule = _SolicitationSchedule(self.clock(), deadline)
         while True:
             now = self.clock()
-            if now >= deadline:
+            if schedule.over(now, ipv4.leased):
                 return None
-            if ipv4.leased and (
-                    now - first_sent >= RA_REPLY_WAIT
-                    if first_sent is not None
-                    else now - started >= LINK_LOCAL_WAIT):
-                return None
-            if now >= next_send:
-                if solicitor.send():
-                    next_send = now + (RS_FIRST_INTERVAL
-                                       if first_sent is None
-                                       else RS_INTERVAL)
-                    if first_sent is None:
-                        first_sent = now
-                else:
-                    next_send = now + RS_RETRY
-            until = min(deadline, next_send, now + POLL_INTERVAL)
-            if first_sent is not None:
-                until = min(until, max(first_sent + RA_REPLY_WAIT,
-                                       now + 0.01))
-            advertisement = solicitor.receive(max(until - now, 0.0))
+            schedule.send_if_due(solicitor, now)
+            advertisement = solicitor.receive(
+                max(schedule.listen_until(now) - now, 0.0))
             if advertisement is not None:
                 return advertisement
 
