@@ -28,17 +28,28 @@ from collections.abc import Iterable
 
 import oslo_messaging
 
-from rescue_worker import conf as rw_conf
-from rescue_worker import notify
-from rescue_worker.steps import password as password_step
+from rescue_worker import contract
+from rescue_worker import passwords
+from rescue_worker import payloads
 
-DEFAULT_TOPIC = 'rescue_worker'
-RPC_API_VERSION = '1.0'
+# Importable from here as before; both ends of the wire take them from
+# contract.
+DEFAULT_TOPIC = contract.DEFAULT_TOPIC
+RPC_API_VERSION = contract.RPC_API_VERSION
 
-ENDED = 'end'
-FAILED = 'error'
-TIMED_OUT = 'timeout'
-NOT_LISTENING = 'not_listening'
+# The status of an Outcome.
+ENDED = 'end'             # the worker published finalize_rescue.end
+ERRORED = 'error'         # ... finalize_rescue.error
+TIMED_OUT = 'timeout'     # neither came in time
+NOT_LISTENING = 'not_listening'  # the last cast found no worker's queue
+# Deprecated alias of ERRORED, kept for conductors that use it: everywhere
+# else in the project "failed" is the string 'failed' (the worker state,
+# a step's status), which this status never was.
+FAILED = ERRORED
+
+
+# The Outcome status of each outcome notification.
+_OUTCOME_STATUS = {payloads.EVENT_END: ENDED, payloads.EVENT_ERROR: ERRORED}
 
 
 class WorkerNotListening(Exception):
@@ -73,7 +84,7 @@ class Outcome:
 
     request_id: str
     node_id: str | None
-    status: str  # ENDED, FAILED, TIMED_OUT or NOT_LISTENING
+    status: str  # ENDED, ERRORED, TIMED_OUT or NOT_LISTENING
     data: dict | None = None
     started: bool = False
     casts: int = 1
@@ -94,28 +105,33 @@ class Outcome:
         return self.data.get('error') if self.data else None
 
 
+@dataclasses.dataclass(eq=False)
 class RescueWorkerClient:
-    """Casts to rescue workers, one node per ``server``."""
+    """Casts to rescue workers, one node per ``server``.
 
-    def __init__(self, transport: oslo_messaging.Transport,
-                 topic: str = DEFAULT_TOPIC,
-                 exchange: str = rw_conf.CONTROL_EXCHANGE,
-                 version_cap: str = RPC_API_VERSION,
-                 timeout: int = 60,
-                 hash_scheme: str = 'sha512_crypt',
-                 hash_rounds: int | None = None,
-                 retry: int | None = None) -> None:
-        self.transport = transport
-        self.topic = topic
-        self.exchange = exchange
-        self.version_cap = version_cap
-        self.timeout = timeout
-        self.hash_scheme = hash_scheme
-        self.hash_rounds = hash_rounds
-        # Connection retries per message; None retries for ever.
-        self.retry = retry
-        self._lock = threading.Lock()
-        self._sent: dict[str, _Sent] = {}
+    ``retry`` is the connection retries per message (None retries for
+    ever). A plaintext password is hashed here with ``hash_scheme`` at
+    ``hash_rounds`` (None: passlib's default cost); rounds above what a
+    worker accepts by default are refused at once with ``ValueError``, as
+    is an unsupported scheme.
+    """
+
+    transport: oslo_messaging.Transport
+    topic: str = DEFAULT_TOPIC
+    exchange: str = contract.CONTROL_EXCHANGE
+    version_cap: str = RPC_API_VERSION
+    timeout: int = 60
+    hash_scheme: str = passwords.DEFAULT_SCHEME
+    hash_rounds: int | None = None
+    retry: int | None = None
+    _lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, init=False, repr=False)
+    # What each request needs to be cast again, by request id.
+    _sent: dict[str, _Sent] = dataclasses.field(
+        default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        passwords.check_cost(self.hash_scheme, self.hash_rounds)
 
     def _client(self, node_id: str) -> oslo_messaging.RPCClient:
         target = oslo_messaging.Target(topic=self.topic, server=node_id,
@@ -147,8 +163,7 @@ class RescueWorkerClient:
             'req-%s' % uuid.uuid4()
         ctxt['request_id'] = request_id
         if not hashed and hash_on_client:
-            password = password_step.hash_password(
-                password, self.hash_scheme, self.hash_rounds)
+            password = self.hash_password(password)
             hashed = True
         kwargs = {'rescue_password': password, 'hashed': hashed,
                   'agent_token': agent_token}
@@ -156,6 +171,17 @@ class RescueWorkerClient:
             self._sent[request_id] = _Sent(node_id, ctxt, kwargs)
         self._cast(request_id)
         return request_id
+
+    def hash_password(self, password: str) -> str:
+        """``password`` hashed as ``finalize_rescue`` hashes it here.
+
+        To cast one hash to many nodes (``hashed=True``): a hash is slow
+        to make on purpose.
+
+        :raises RescueError: ``invalid_password``.
+        """
+        return passwords.hash_password(password, self.hash_scheme,
+                                       self.hash_rounds)
 
     def recast(self, request_id: str) -> None:
         """Send the same request again (same ``request_id``)."""
@@ -197,7 +223,7 @@ class CompletionWaiter:
     """
 
     def __init__(self, notification_transport: oslo_messaging.Transport,
-                 exchange: str = rw_conf.CONTROL_EXCHANGE,
+                 exchange: str = contract.CONTROL_EXCHANGE,
                  topic: str = 'notifications',
                  on_notification: Callable[[str, dict], None] | None = None
                  ) -> None:
@@ -236,16 +262,16 @@ class CompletionWaiter:
 
     def _record(self, event_type: str, payload: dict) -> None:
         try:
-            data = notify.payload_data(payload)
+            data = payloads.payload_data(payload)
             request_id = data.get('request_id')
         except (KeyError, TypeError, AttributeError):
             return
         with self._cond:
-            if event_type == notify.EVENT_START:
+            if event_type == payloads.EVENT_START:
                 self._started.setdefault(request_id, data)
-            elif event_type in (notify.EVENT_END, notify.EVENT_ERROR):
-                kind = ENDED if event_type == notify.EVENT_END else FAILED
-                self._outcomes.setdefault(request_id, (kind, data))
+            elif event_type in _OUTCOME_STATUS:
+                self._outcomes.setdefault(
+                    request_id, (_OUTCOME_STATUS[event_type], data))
             self._cond.notify_all()
         if self.on_notification is not None:
             self.on_notification(event_type, data)

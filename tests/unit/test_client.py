@@ -7,7 +7,10 @@ import pytest
 from passlib.hash import sha512_crypt
 
 from rescue_worker import client as rw_client
-from rescue_worker import notify
+from rescue_worker import contract
+from rescue_worker import errors
+from rescue_worker import passwords
+from rescue_worker import payloads
 from rescue_worker.fixture import NotificationCapture
 from rescue_worker.fixture import RescueWorkerFixture
 
@@ -52,12 +55,61 @@ def test_the_password_is_hashed_before_it_is_sent(worker, client, waiter):
                                             agent_token=worker.token)
         waiter.wait([request_id], timeout=30)
 
-        end = events.wait_for(notify.EVENT_END, request_id=request_id)
+        end = events.wait_for(payloads.EVENT_END, request_id=request_id)
     # The worker was handed a hash, so its password step only vetted one.
     [password_step] = [s for s in end.data['steps']
                        if s['name'] == 'password']
     assert password_step['detail'] == 'accepted a sha512_crypt hash'
     assert PASSWORD not in str(client._sent)
+
+
+def test_a_default_client_hashes_at_a_cost_the_worker_accepts(worker,
+                                                               waiter):
+    # The only test here at passlib's default cost (a fraction of a second).
+    client = rw_client.RescueWorkerClient(worker.transport)
+    with NotificationCapture(worker.notification_transport) as events:
+        request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                            agent_token=worker.token)
+
+        assert waiter.wait([request_id], timeout=30)[request_id].succeeded
+        end = events.wait_for(payloads.EVENT_END, request_id=request_id)
+    [password_step] = [s for s in end.data['steps']
+                       if s['name'] == 'password']
+    assert password_step['detail'] == 'accepted a sha512_crypt hash'
+    sent = client._sent[request_id].kwargs['rescue_password']
+    assert sha512_crypt.from_string(sent).rounds == \
+        sha512_crypt.default_rounds
+
+
+@pytest.mark.parametrize('scheme,rounds', [('sha512_crypt', 10 ** 9),
+                                           ('bcrypt', 31)])
+def test_a_client_never_hashes_above_what_a_worker_accepts(worker, scheme,
+                                                           rounds):
+    with pytest.raises(ValueError) as raised:
+        rw_client.RescueWorkerClient(worker.transport, hash_scheme=scheme,
+                                     hash_rounds=rounds)
+
+    assert 'cap' in str(raised.value)
+
+
+def test_hash_password_hashes_as_finalize_does(worker):
+    client = rw_client.RescueWorkerClient(worker.transport,
+                                          hash_scheme='bcrypt',
+                                          hash_rounds=4)
+
+    hashed = client.hash_password(PASSWORD)
+
+    assert passwords.identify_hash(hashed, ['bcrypt']) == 'bcrypt'
+    assert passwords.verify_password(PASSWORD, hashed)
+    with pytest.raises(errors.RescueError):
+        client.hash_password('')
+
+
+def test_the_names_of_the_old_places_still_import():
+    # Conductors written before contract.py and ERRORED existed.
+    assert rw_client.DEFAULT_TOPIC == contract.DEFAULT_TOPIC
+    assert rw_client.RPC_API_VERSION == contract.RPC_API_VERSION
+    assert rw_client.FAILED == rw_client.ERRORED
 
 
 def test_context_request_id_is_kept(worker, client, waiter):
@@ -76,7 +128,7 @@ def test_refusal_comes_back_as_an_error_outcome(worker, client, waiter):
                                         agent_token='w' * 64)
 
     outcome = waiter.wait([request_id], timeout=30)[request_id]
-    assert outcome.status == rw_client.FAILED
+    assert outcome.status == rw_client.ERRORED == 'error'
     assert outcome.error['code'] == 'unauthorized'
     assert not outcome.started
 
@@ -96,8 +148,8 @@ def test_a_lost_cast_is_cast_again_and_runs_once(worker, client, waiter):
         assert outcome.casts >= 2
         assert len(worker.lost_casts) == 1
         # This capture listens apart from the waiter: let it catch up.
-        events.wait_for(notify.EVENT_END, request_id=request_id)
-        assert len(events.matching(notify.EVENT_START, request_id)) == 1
+        events.wait_for(payloads.EVENT_END, request_id=request_id)
+        assert len(events.matching(payloads.EVENT_START, request_id)) == 1
 
 
 def test_no_recast_once_the_request_started(worker, client, waiter):
