@@ -295,36 +295,42 @@ class CompletionWaiter:
         """
         pending = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + timeout
-        last_cast = {rid: time.monotonic() for rid in pending}
-        unreachable: set[str] = set()
+        recasts = _Recasts(client, pending, start_timeout, max_casts)
         with self._cond:
             while True:
                 open_ids = [rid for rid in pending
                             if rid not in self._outcomes
-                            and rid not in unreachable]
-                now = time.monotonic()
-                if not open_ids or now >= deadline:
+                            and rid not in recasts.unreachable]
+                if not open_ids or time.monotonic() >= deadline:
                     break
-                next_wake = deadline
-                for rid in open_ids:
-                    if (client is None or rid in self._started
-                            or client.casts(rid) >= max_casts):
-                        continue
-                    if now >= last_cast[rid] + start_timeout:
-                        # Never hold the lock across the broker.
-                        self._cond.release()
-                        try:
-                            client.recast(rid)
-                        except WorkerNotListening:
-                            if client.casts(rid) >= max_casts:
-                                unreachable.add(rid)
-                        finally:
-                            self._cond.acquire()
-                        last_cast[rid] = time.monotonic()
-                    next_wake = min(next_wake, last_cast[rid] + start_timeout)
+                wakes = self._recast_unstarted(open_ids, recasts)
+                next_wake = min([deadline, *wakes])
                 self._cond.wait(max(0.0, next_wake - time.monotonic()))
-            return {rid: self._outcome(rid, client, rid in unreachable)
+            return {rid: self._outcome(rid, client,
+                                       rid in recasts.unreachable)
                     for rid in pending}
+
+    def _recast_unstarted(self, open_ids: list[str],
+                          recasts: _Recasts) -> list[float]:
+        """Cast again each of ``open_ids`` whose ``start`` is overdue and
+        that has casts left; return when each of those is due next.
+
+        Called with the condition held; it is released across the broker.
+        """
+        wakes = []
+        for rid in open_ids:
+            if rid in self._started or not recasts.has_casts_left(rid):
+                continue
+            if recasts.overdue(rid):
+                # Never hold the lock across the broker: a cast that waits
+                # for a connection would stall every notification.
+                self._cond.release()
+                try:
+                    recasts.recast(rid)
+                finally:
+                    self._cond.acquire()
+            wakes.append(recasts.due(rid))
+        return wakes
 
     def _outcome(self, request_id: str, client: RescueWorkerClient | None,
                  unreachable: bool = False) -> Outcome:
@@ -338,6 +344,44 @@ class CompletionWaiter:
         return Outcome(request_id, node_id,
                        NOT_LISTENING if unreachable else TIMED_OUT,
                        None, started, casts)
+
+
+class _Recasts:
+    """The re-casting of one ``CompletionWaiter.wait``: when each request
+    was last cast, and which found no worker at their last cast.
+
+    Without a client nothing is ever cast again.
+    """
+
+    def __init__(self, client: RescueWorkerClient | None,
+                 request_ids: Iterable[str], start_timeout: float,
+                 max_casts: int) -> None:
+        self.client = client
+        self.start_timeout = start_timeout
+        self.max_casts = max_casts
+        self.last_cast = dict.fromkeys(request_ids, time.monotonic())
+        self.unreachable: set[str] = set()
+
+    def has_casts_left(self, request_id: str) -> bool:
+        return self.client is not None and \
+            self.client.casts(request_id) < self.max_casts
+
+    def due(self, request_id: str) -> float:
+        """When the request is cast again if its start has not come."""
+        return self.last_cast[request_id] + self.start_timeout
+
+    def overdue(self, request_id: str) -> bool:
+        return time.monotonic() >= self.due(request_id)
+
+    def recast(self, request_id: str) -> None:
+        """Cast again; a request whose last cast finds no queue is
+        unreachable."""
+        try:
+            self.client.recast(request_id)
+        except WorkerNotListening:
+            if self.client.casts(request_id) >= self.max_casts:
+                self.unreachable.add(request_id)
+        self.last_cast[request_id] = time.monotonic()
 
 
 class _WaiterEndpoint:
