@@ -40,6 +40,7 @@ IPv6-only network DHCPv4 is given up 5 s after the start.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -92,49 +93,52 @@ class NetworkStep(pipeline.Step):
     def run(self, request: pipeline.RescueRequest,
             state: pipeline.RescueState) -> str:
         opts = self.conf.rescue_worker
-        backend = self.backend
         timeout = float(opts.dhcp_timeout)
         carrier_timeout = min(CARRIER_TIMEOUT, timeout)
-
         listed = net_interfaces.list_interfaces(self.netifaces, self.sysfs)
-        skipped: dict[str, str] = {}
-        candidates = []
-        for interface in listed:
-            reason = net_interfaces.skip_reason(
-                interface, opts.skip_interfaces, opts.skip_generated_mac)
-            if reason is None:
-                candidates.append(interface)
-            else:
-                skipped[interface.name] = reason
+        candidates, skipped = _select(listed, opts.skip_interfaces,
+                                      opts.skip_generated_mac)
         names = [interface.name for interface in candidates]
-
-        result = _ConfigureResult()
-        if backend.passive:
-            result.statuses.update(backend.configure(names, timeout))
+        if self.backend.passive:
+            result = _ConfigureResult(
+                statuses=dict(self.backend.configure(names, timeout)))
         else:
-            self._configure(backend, names, timeout, carrier_timeout,
-                            result)
+            result = self._configure(names, timeout, carrier_timeout)
 
         state.interfaces = [self._report(interface,
                                          result.statuses[interface.name])
                             for interface in candidates]
-        for entry in state.interfaces:
-            LOG.info('Interface %s (%s): %s, IPv4 %s, IPv6 %s',
-                     entry.name, entry.mac or 'no MAC', entry.dhcp,
-                     ', '.join(entry.ipv4) or 'none',
-                     ', '.join(entry.ipv6) or 'none')
-
-        if not backend.passive and not any(
-                status in payloads.DHCP_SUCCESSFUL
-                for status in result.statuses.values()):
+        if not self.backend.passive and not result.succeeded:
             raise errors.RescueError(errors.NETWORK_FAILED, _failure_message(
-                backend, listed, skipped, result, timeout,
+                self.backend, listed, skipped, result, timeout,
                 carrier_timeout))
-        return _detail(backend, state.interfaces, skipped)
+        return _detail(self.backend, state.interfaces, skipped)
 
-    def _configure(self, backend: base.DhcpBackend, names: Sequence[str],
-                   timeout: float, carrier_timeout: float,
-                   result: _ConfigureResult) -> None:
+    def _configure(self, names: Sequence[str], timeout: float,
+                   carrier_timeout: float) -> _ConfigureResult:
+        """Bring the links up and hand each group of interfaces whose
+        carrier came to the backend at once, the groups in parallel."""
+        result = _ConfigureResult()
+        up = self._bring_up(names, result)
+        if not up:
+            return result
+        with futures.ThreadPoolExecutor(
+                max_workers=len(up),
+                thread_name_prefix='network-step') as pool:
+            jobs = [(ready, pool.submit(self.backend.configure, ready,
+                                        timeout))
+                    for ready in net_interfaces.watch_carrier(
+                        up, carrier_timeout, self.sysfs,
+                        self.poll_interval)]
+            for ready, job in jobs:
+                self._collect(ready, job, result)
+        for name in up:
+            result.statuses.setdefault(name, payloads.DHCP_NO_CARRIER)
+        return result
+
+    def _bring_up(self, names: Sequence[str],
+                  result: _ConfigureResult) -> list[str]:
+        """The interfaces whose link is up now; the others are failed."""
         up = []
         for name in names:
             try:
@@ -145,53 +149,80 @@ class NetworkStep(pipeline.Step):
                 result.link_errors[name] = str(exc)
             else:
                 up.append(name)
-        if not up:
+        return up
+
+    def _collect(self, ready: list[str], job: futures.Future,
+                 result: _ConfigureResult) -> None:
+        """The statuses of one group, or why the backend could not try."""
+        try:
+            result.statuses.update(job.result())
             return
-        with futures.ThreadPoolExecutor(
-                max_workers=len(up),
-                thread_name_prefix='network-step') as pool:
-            jobs = [(ready, pool.submit(backend.configure, ready, timeout))
-                    for ready in net_interfaces.watch_carrier(
-                        up, carrier_timeout, self.sysfs,
-                        self.poll_interval)]
-            for ready, job in jobs:
-                try:
-                    result.statuses.update(job.result())
-                except base.BackendError as exc:
-                    result.backend_error = str(exc)
-                    result.statuses.update(dict.fromkeys(ready,
-                                                          payloads.DHCP_FAILED))
-                    result.backend_failed.update(ready)
-                except Exception:
-                    LOG.exception('The %s backend failed unexpectedly on '
-                                  '%s', backend.name, ', '.join(ready))
-                    result.statuses.update(dict.fromkeys(ready,
-                                                          payloads.DHCP_FAILED))
-                    result.backend_failed.update(ready)
-                    result.backend_error = result.backend_error or (
-                        'the %s backend failed unexpectedly; the worker '
-                        'log on the node has the traceback' % backend.name)
-        for name in up:
-            result.statuses.setdefault(name, payloads.DHCP_NO_CARRIER)
+        except base.BackendError as exc:
+            result.backend_error = str(exc)
+        except Exception:
+            LOG.exception('The %s backend failed unexpectedly on %s',
+                          self.backend.name, ', '.join(ready))
+            # A BackendError's message says more: it is kept.
+            result.backend_error = result.backend_error or (
+                'the %s backend failed unexpectedly; the worker log on the '
+                'node has the traceback' % self.backend.name)
+        result.statuses.update(dict.fromkeys(ready, payloads.DHCP_FAILED))
+        result.backend_failed.update(ready)
 
     def _report(self, interface: net_interfaces.Interface,
                 status: str) -> payloads.InterfaceReport:
         ipv4, ipv6 = net_interfaces.addresses(interface.name, self.netifaces)
+        LOG.info('Interface %s (%s): %s, IPv4 %s, IPv6 %s', interface.name,
+                 interface.mac or 'no MAC', status, ', '.join(ipv4) or 'none',
+                 ', '.join(ipv6) or 'none')
         return payloads.InterfaceReport(name=interface.name,
                                         mac=interface.mac, dhcp=status,
                                         ipv4=ipv4, ipv6=ipv6)
 
 
+@dataclasses.dataclass
 class _ConfigureResult:
     """What configuring the interfaces came to, for the report."""
 
-    def __init__(self) -> None:
-        self.statuses: dict[str, str] = {}
-        #: interface -> why its link could not be brought up
-        self.link_errors: dict[str, str] = {}
-        #: interfaces the backend could not even try (``backend_error``)
-        self.backend_failed: set[str] = set()
-        self.backend_error: str | None = None
+    statuses: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: interface -> why its link could not be brought up
+    link_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: interfaces the backend could not even try (``backend_error``)
+    backend_failed: set[str] = dataclasses.field(default_factory=set)
+    backend_error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether any interface got a lease or a configuration."""
+        return any(status in payloads.DHCP_SUCCESSFUL
+                   for status in self.statuses.values())
+
+    def got_nothing(self, names: Sequence[str]) -> list[str]:
+        """Of ``names``, those the backend tried and got nothing for."""
+        return [name for name in names
+                if self.statuses.get(name) == payloads.DHCP_FAILED
+                and name not in self.link_errors
+                and name not in self.backend_failed]
+
+    def without_carrier(self, names: Sequence[str]) -> list[str]:
+        return [name for name in names
+                if self.statuses.get(name) == payloads.DHCP_NO_CARRIER]
+
+
+def _select(listed: Sequence[net_interfaces.Interface],
+            patterns: Sequence[str], skip_generated_mac: bool
+            ) -> tuple[list[net_interfaces.Interface], dict[str, str]]:
+    """The interfaces to configure, and the others: name -> why skipped."""
+    candidates = []
+    skipped: dict[str, str] = {}
+    for interface in listed:
+        reason = net_interfaces.skip_reason(interface, patterns,
+                                            skip_generated_mac)
+        if reason is None:
+            candidates.append(interface)
+        else:
+            skipped[interface.name] = reason
+    return candidates, skipped
 
 
 def _skipped_text(skipped: dict[str, str]) -> str:
@@ -230,32 +261,36 @@ def _failure_message(backend: base.DhcpBackend,
         return ('no network interface to configure: all were skipped by '
                 'configuration: %s; adjust [rescue_worker] skip_interfaces '
                 'or skip_generated_mac' % _skipped_text(skipped))
-
     # In the order the interfaces were listed.
     statuses = {interface.name: result.statuses[interface.name]
                 for interface in listed
                 if interface.name in result.statuses}
-    parts = []
-    if result.backend_error:
-        parts.append(result.backend_error)
-    failed = [name for name, status in statuses.items()
-              if status == payloads.DHCP_FAILED
-              and name not in result.link_errors
-              and name not in result.backend_failed]
-    if failed:
-        parts.append(backend.failure_hint(failed, timeout))
-    for name, error in result.link_errors.items():
-        parts.append('could not bring up %s (%s)' % (name, error))
-    no_carrier = [name for name, status in statuses.items()
-                  if status == payloads.DHCP_NO_CARRIER]
-    if no_carrier:
-        parts.append('no carrier on %s within %s s; check the cabling and '
-                     'that the switch ports are enabled' % (
-                         ', '.join(no_carrier),
-                         base.format_seconds(carrier_timeout)))
+    parts = _what_to_check(backend, list(statuses), result, timeout,
+                           carrier_timeout)
     if skipped:
         parts.append('skipped by configuration: %s' % _skipped_text(skipped))
     summary = ', '.join('%s %s' % (name, status)
                         for name, status in statuses.items())
     return 'no interface got a DHCP lease or configuration (%s): %s' % (
         summary, '; '.join(parts))
+
+
+def _what_to_check(backend: base.DhcpBackend, names: Sequence[str],
+                   result: _ConfigureResult, timeout: float,
+                   carrier_timeout: float) -> list[str]:
+    """What happened to the interfaces ``names`` (in that order), and what
+    to check: the backend's error, its hint for those that got nothing,
+    the links that did not come up, the carriers that did not."""
+    parts = [result.backend_error] if result.backend_error else []
+    failed = result.got_nothing(names)
+    if failed:
+        parts.append(backend.failure_hint(failed, timeout))
+    parts.extend('could not bring up %s (%s)' % item
+                 for item in result.link_errors.items())
+    no_carrier = result.without_carrier(names)
+    if no_carrier:
+        parts.append('no carrier on %s within %s s; check the cabling and '
+                     'that the switch ports are enabled' % (
+                         ', '.join(no_carrier),
+                         base.format_seconds(carrier_timeout)))
+    return parts
