@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import netifaces
 
+from rescue_worker.network import processes
+
 LOG = logging.getLogger(__name__)
 
 #: where the kernel describes the interfaces of the current namespace
@@ -156,7 +158,8 @@ def set_link_up(name: str,
     argv = ['ip', 'link', 'set', name, 'up']
     try:
         result = runner(argv, capture_output=True, text=True,
-                        timeout=LINK_UP_TIMEOUT)
+                        timeout=LINK_UP_TIMEOUT,
+                        env=processes.child_environment())
     except (OSError, subprocess.SubprocessError) as exc:
         raise LinkError('%s failed: %s' % (' '.join(argv), exc)) from exc
     if result.returncode != 0:

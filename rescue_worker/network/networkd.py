@@ -43,6 +43,7 @@ from rescue_worker import atomic
 from rescue_worker import payloads
 from rescue_worker.network import base
 from rescue_worker.network import interfaces as net_interfaces
+from rescue_worker.network import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ class NetworkdBackend(base.DhcpBackend):
         argv = [program, *args]
         try:
             result = subprocess.run(argv, capture_output=True, text=True,
-                                    timeout=max(timeout, COMMAND_TIMEOUT))
+                                    timeout=max(timeout, COMMAND_TIMEOUT),
+                                    env=processes.child_environment())
         except (OSError, subprocess.SubprocessError) as exc:
             return '%s failed: %s' % (' '.join(argv), exc)
         if result.returncode != 0:

@@ -1,5 +1,12 @@
-"""The programs the network package runs: starting a DHCP client with its
-output in a log, and whether one still runs.
+"""The programs the network package runs: the environment they get,
+starting a DHCP client with its output in a log, and whether one still
+runs.
+
+Every program gets ``child_environment()``, never the worker's own: the
+worker's environment may hold its configuration (``OS_DEFAULT__
+TRANSPORT_URL``, the broker password in it), and a DHCP client outlives
+the worker on a node the tenant owns, its ``/proc/<pid>/environ``
+readable there.
 
 A DHCP client's daemon is usually no child of the worker (dhclient forks
 into a session of its own, a udhcpc may be a previous worker's), so there
@@ -8,9 +15,9 @@ is nothing to wait() on: its ``/proc/<pid>/stat`` is read instead.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
-from collections.abc import Mapping
 from collections.abc import Sequence
 
 #: ``/proc/<pid>/stat`` states of a process that has ended: a zombie
@@ -19,6 +26,19 @@ ENDED_STATES = frozenset({'Z', 'X'})
 
 #: seconds between two looks at a process that is to end
 POLL_INTERVAL = 0.02
+
+#: the search path of a worker started without one
+DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The whole environment of a program the worker runs: the search
+    path (the worker's, which found the program), the C locale (so that
+    what scripts read from ``ip`` is in one language), and ``extra``.
+    Nothing else of the worker's environment is passed on."""
+    return {'PATH': os.environ.get('PATH') or DEFAULT_PATH,
+            'LC_ALL': 'C',
+            **extra}
 
 
 def process_state(pid: int) -> str | None:
@@ -53,9 +73,10 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 
 def start_logged(argv: Sequence[str], log_path: str,
-                 env: Mapping[str, str] | None = None) -> subprocess.Popen:
+                 **extra_env: str) -> subprocess.Popen:
     """Start ``argv`` in a session of its own, its output appended to
-    ``log_path`` after a line with the time and the command line.
+    ``log_path`` after a line with the time and the command line, with
+    ``child_environment(**extra_env)``.
 
     Its own session: a client that outlives the worker never gets the
     signals of the worker's process group, and one given up on is killed
@@ -67,4 +88,5 @@ def start_logged(argv: Sequence[str], log_path: str,
         log.flush()
         return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+                                start_new_session=True,
+                                env=child_environment(**extra_env))

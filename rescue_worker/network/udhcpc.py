@@ -241,11 +241,11 @@ class UdhcpcBackend(dhcp_client.DhcpClientBackend):
                 self.script, '-t', '0', '-T', str(DISCOVER_INTERVAL)]
         if family == 4:
             argv += ['-O', 'mtu', '-O', 'staticroutes']
-        env = dict(os.environ,
-                   RESCUE_WORKER_DHCP_DIR=self.directory,
-                   RESCUE_WORKER_ROOT_DIR=self.root_dir,
-                   RESCUE_WORKER_FAMILY=str(family))
-        process = processes.start_logged(argv, paths.log, env)
+        # What the lease script needs to know besides the lease.
+        process = processes.start_logged(
+            argv, paths.log, RESCUE_WORKER_DHCP_DIR=self.directory,
+            RESCUE_WORKER_ROOT_DIR=self.root_dir,
+            RESCUE_WORKER_FAMILY=str(family))
         with _children_lock:
             _children[process.pid] = process
         return process

@@ -95,6 +95,19 @@ def alive(pid):
     return False
 
 
+#: what the worker's environment may hold (oslo.config reads options from
+#: it), and no program it starts may see
+WORKER_ONLY_VARIABLE = ('OS_DEFAULT__TRANSPORT_URL',
+                        'rabbit://node-1:s3cret-broker-password@rabbit/')
+
+
+def environ_of(pid):
+    """The environment ``pid`` runs with, from ``/proc/<pid>/environ``."""
+    with open('/proc/%d/environ' % pid, 'rb') as f:
+        entries = f.read().split(b'\0')
+    return dict(entry.decode().split('=', 1) for entry in entries if entry)
+
+
 class FakeBackend(base.DhcpBackend):
     """Records what it is asked; answers from ``results`` (name -> status,
     default ``leased``), and gives a leased interface ``addresses`` (IPv4,
@@ -171,24 +184,25 @@ def fifo_pair(directory):
 
 class FakeProgram:
     """An executable ``bin/<name>`` written from ``script`` (a Python
-    program template with ``%(python)s`` and ``%(rendezvous)s``). It reads
-    the plan from the file named by ``<ENV>_PLAN`` and appends each call to
-    ``<ENV>_CALLS``."""
+    program template with ``%(python)s``, ``%(rendezvous)s``, and the
+    paths ``%(plan_file)r`` and ``%(calls_file)r``): it reads the plan from
+    the first and appends each call to the second. The paths are written
+    into the program, not handed over in the environment: the code under
+    test gives its programs an environment of its own."""
 
-    def __init__(self, directory, name, script, monkeypatch):
+    def __init__(self, directory, name, script):
         self.bin = os.path.join(directory, 'bin')
         os.makedirs(self.bin)
         self.program = os.path.join(self.bin, name)
-        with open(self.program, 'w') as f:
-            f.write(script % {'python': sys.executable,
-                              'rendezvous': RENDEZVOUS})
-        os.chmod(self.program, stat.S_IRWXU)
         self.plan_file = os.path.join(directory, 'plan.json')
         self.calls_file = os.path.join(directory, 'calls.jsonl')
+        with open(self.program, 'w') as f:
+            f.write(script % {'python': sys.executable,
+                              'rendezvous': RENDEZVOUS,
+                              'plan_file': self.plan_file,
+                              'calls_file': self.calls_file})
+        os.chmod(self.program, stat.S_IRWXU)
         self.plan({})
-        env = 'FAKE_%s' % name.upper()
-        monkeypatch.setenv(env + '_PLAN', self.plan_file)
-        monkeypatch.setenv(env + '_CALLS', self.calls_file)
 
     def plan(self, plan):
         with open(self.plan_file, 'w') as f:

@@ -28,11 +28,12 @@ args = sys.argv[1:]
 iface = args[-1]
 opts = {args[i]: args[i + 1] for i in range(len(args) - 1)
         if args[i] in ('-pf', '-lf', '-cf')}
-with open(os.environ['FAKE_DHCLIENT_CALLS'], 'a') as f:
+with open(%(calls_file)r, 'a') as f:
     f.write(json.dumps({'argv': args, 'pid': os.getpid(),
-                        'config': open(opts['-cf']).read()}) + '\\n')
+                        'config': open(opts['-cf']).read(),
+                        'env': dict(os.environ)}) + '\\n')
 family6 = '-6' in args
-with open(os.environ['FAKE_DHCLIENT_PLAN']) as f:
+with open(%(plan_file)r) as f:
     plan = json.load(f).get(iface + ('/6' if family6 else ''), {})
 print('fake dhclient on', iface, flush=True)
 
@@ -81,9 +82,8 @@ while True:
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    return fakes.FakeProgram(str(tmp_path), 'dhclient', FAKE_DHCLIENT,
-                             monkeypatch)
+def fake(tmp_path):
+    return fakes.FakeProgram(str(tmp_path), 'dhclient', FAKE_DHCLIENT)
 
 
 @pytest.fixture
@@ -126,6 +126,21 @@ def test_each_interface_gets_dhclient_once_with_its_own_files(
          '-cf', directory + '/dhclient-%s.conf' % name, name]
         for name in ('eth0', 'eth1')]
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_dhclient_runs_without_the_workers_environment(backend, fake,
+                                                      monkeypatch):
+    monkeypatch.setenv(*fakes.WORKER_ONLY_VARIABLE)
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+
+    assert backend.configure(['eth0'], 30) == {'eth0': 'leased'}
+
+    assert fake.calls()[0]['env'] == {'PATH': os.environ['PATH'],
+                                      'LC_ALL': 'C'}
+    # The daemon that renews the lease outlives the worker.
+    environ = fakes.environ_of(daemon_pid(backend, 'eth0'))
+    assert fakes.WORKER_ONLY_VARIABLE[0] not in environ
+    assert fakes.WORKER_ONLY_VARIABLE[1] not in repr(environ)
 
 
 def test_the_config_is_the_images_own_then_the_timeout_of_the_rescue(

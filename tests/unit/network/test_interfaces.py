@@ -1,7 +1,10 @@
 """Interfaces as the worker sees them: listed by netifaces, their MAC type
 and carrier read from sysfs, addresses read back, links brought up."""
 
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -192,6 +195,22 @@ class Runner:
             raise self.error
         return subprocess.CompletedProcess(argv, self.returncode, '',
                                            self.stderr)
+
+
+def test_ip_runs_without_the_workers_environment(tmp_path, monkeypatch):
+    # A real child: an "ip" first on the PATH that writes its environment.
+    seen = tmp_path / 'environ.json'
+    fake_ip = tmp_path / 'ip'
+    fake_ip.write_text('#!%s\nimport json, os\njson.dump(dict(os.environ), '
+                       'open(%r, "w"))\n' % (sys.executable, str(seen)))
+    fake_ip.chmod(0o700)
+    monkeypatch.setenv('PATH', '%s:%s' % (tmp_path, os.environ['PATH']))
+    monkeypatch.setenv(*fakes.WORKER_ONLY_VARIABLE)
+
+    interfaces.set_link_up('eth0')
+
+    assert json.loads(seen.read_text()) == {'PATH': os.environ['PATH'],
+                                            'LC_ALL': 'C'}
 
 
 def test_a_link_is_brought_up_with_ip_link_and_a_bound():

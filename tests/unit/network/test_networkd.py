@@ -3,6 +3,7 @@
 system only. That systemd-networkd itself accepts the files is
 ``tests/e2e/test_network_step.py``'s to show."""
 
+import json
 import os
 import stat
 import sys
@@ -13,6 +14,7 @@ from oslo_config import cfg
 from rescue_worker import conf as rw_conf
 from rescue_worker.network import base
 from rescue_worker.network import networkd
+from tests.unit.network import fakes
 
 EXPECTED_ETH0 = ('# Written by rescue-worker: DHCP on eth0 for the rescue.\n'
                  '[Match]\n'
@@ -23,10 +25,12 @@ EXPECTED_ETH0 = ('# Written by rescue-worker: DHCP on eth0 for the rescue.\n'
                  'IPv6AcceptRA=yes\n')
 
 FAKE_NETWORKCTL = '''#!%(python)s
-import os, sys
-with open(os.environ['FAKE_NETWORKCTL_CALLS'], 'a') as f:
+import json, os, sys
+with open(%(calls)r, 'a') as f:
     f.write(' '.join(sys.argv[1:]) + '\\n')
-if os.environ.get('FAKE_NETWORKCTL_FAIL'):
+with open(%(environ)r, 'w') as f:
+    json.dump(dict(os.environ), f)
+if os.path.exists(%(fail)r):
     sys.stderr.write('Failed to reload network settings: Unit '
                      'dbus-org.freedesktop.network1.service not found.\\n')
     sys.exit(1)
@@ -43,13 +47,18 @@ def network_dir(root):
 
 
 @pytest.fixture
-def networkctl(tmp_path, monkeypatch):
-    """A fake networkctl; ``.calls()`` lists its command lines."""
+def networkctl(tmp_path):
+    """A fake networkctl; ``.calls()`` lists its command lines,
+    ``.environ()`` the environment of the last one, ``.fail()`` makes it
+    fail from then on."""
     program = tmp_path / 'networkctl'
-    program.write_text(FAKE_NETWORKCTL % {'python': sys.executable})
-    program.chmod(0o700)
     calls = tmp_path / 'networkctl.calls'
-    monkeypatch.setenv('FAKE_NETWORKCTL_CALLS', str(calls))
+    environ = tmp_path / 'networkctl.environ'
+    fail = tmp_path / 'networkctl.fail'
+    program.write_text(FAKE_NETWORKCTL % {
+        'python': sys.executable, 'calls': str(calls),
+        'environ': str(environ), 'fail': str(fail)})
+    program.chmod(0o700)
 
     class Fake:
         path = str(program)
@@ -57,6 +66,14 @@ def networkctl(tmp_path, monkeypatch):
         @staticmethod
         def calls():
             return calls.read_text().splitlines() if calls.exists() else []
+
+        @staticmethod
+        def environ():
+            return json.loads(environ.read_text())
+
+        @staticmethod
+        def fail():
+            fail.touch()
     return Fake
 
 
@@ -142,6 +159,18 @@ def test_on_the_live_system_networkd_is_reloaded_once(root, networkctl):
     assert networkctl.calls() == ['reload']
 
 
+def test_the_reload_command_runs_without_the_workers_environment(
+        root, networkctl, monkeypatch):
+    monkeypatch.setenv(*fakes.WORKER_ONLY_VARIABLE)
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=True)
+
+    backend.configure(['eth0'], 30)
+
+    assert networkctl.environ() == {'PATH': os.environ['PATH'],
+                                    'LC_ALL': 'C'}
+
+
 def test_on_the_live_system_without_networkctl_the_files_are_all(root):
     backend = networkd.NetworkdBackend(str(root), networkctl='no-networkctl',
                                        live=True)
@@ -150,8 +179,8 @@ def test_on_the_live_system_without_networkctl_the_files_are_all(root):
 
 
 def test_a_failed_reload_fails_the_interfaces_and_says_why(
-        root, networkctl, monkeypatch):
-    monkeypatch.setenv('FAKE_NETWORKCTL_FAIL', '1')
+        root, networkctl):
+    networkctl.fail()
     backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
                                        live=True)
 

@@ -72,3 +72,39 @@ def test_wait_gone_returns_once_the_process_ended(sleeper):
     sleeper.kill()
 
     assert processes.wait_gone(sleeper.pid, 5.0)
+
+
+def test_a_child_gets_the_search_path_and_the_c_locale_only(monkeypatch):
+    monkeypatch.setenv('PATH', '/opt/rescue/bin:/usr/bin')
+    monkeypatch.setenv('OS_DEFAULT__TRANSPORT_URL', 'rabbit://u:secret@h/')
+    monkeypatch.setenv('LANG', 'de_DE.UTF-8')
+
+    assert processes.child_environment() == {
+        'PATH': '/opt/rescue/bin:/usr/bin', 'LC_ALL': 'C'}
+    assert processes.child_environment(RESCUE_WORKER_FAMILY='6') == {
+        'PATH': '/opt/rescue/bin:/usr/bin', 'LC_ALL': 'C',
+        'RESCUE_WORKER_FAMILY': '6'}
+
+
+def test_a_worker_without_a_path_gives_its_children_the_systems(
+        monkeypatch):
+    monkeypatch.delenv('PATH')
+
+    assert processes.child_environment()['PATH'] == (
+        '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
+
+
+def test_start_logged_gives_the_child_environment_and_logs_the_command(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv('OS_DEFAULT__TRANSPORT_URL', 'rabbit://u:secret@h/')
+    log = tmp_path / 'child.log'
+
+    process = processes.start_logged(
+        [sys.executable, '-c', 'import os; print(sorted(os.environ))'],
+        str(log), EXTRA='1')
+    assert process.wait(10) == 0
+
+    header, output = log.read_text().splitlines()
+    assert header.startswith('--- ') and header.endswith(
+        ": %s -c import os; print(sorted(os.environ))" % sys.executable)
+    assert output == "['EXTRA', 'LC_ALL', 'PATH']"

@@ -42,12 +42,11 @@ directory = os.environ['RESCUE_WORKER_DHCP_DIR']
 family = os.environ['RESCUE_WORKER_FAMILY']
 name = 'udhcpc' if family == '4' else 'udhcpc6'
 state = os.path.join(directory, '%%s-%%s.lease' %% (name, iface))
-with open(os.environ['FAKE_UDHCPC_CALLS'], 'a') as f:
+with open(%(calls_file)r, 'a') as f:
     f.write(json.dumps({
         'argv': [os.path.basename(sys.argv[0])] + args, 'pid': os.getpid(),
-        'env': {k: v for k, v in os.environ.items()
-                if k.startswith('RESCUE_WORKER_')}}) + '\\n')
-with open(os.environ['FAKE_UDHCPC_PLAN']) as f:
+        'env': dict(os.environ)}) + '\\n')
+with open(%(plan_file)r) as f:
     plan = json.load(f).get(iface, {})
 print('fake udhcpc on', iface, flush=True)
 if plan.get('exit') is not None:
@@ -105,8 +104,8 @@ while True:
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    return fakes.FakeProgram(str(tmp_path), 'udhcpc', FAKE_UDHCPC, monkeypatch)
+def fake(tmp_path):
+    return fakes.FakeProgram(str(tmp_path), 'udhcpc', FAKE_UDHCPC)
 
 
 @pytest.fixture
@@ -148,6 +147,7 @@ def test_each_interface_gets_its_udhcpc_in_parallel(backend, fake,
          '-s', directory + '/udhcpc-script', '-t', '0', '-T', '1',
          '-O', 'mtu', '-O', 'staticroutes'] for name in ('eth0', 'eth1')]
     assert calls[0]['env'] == {
+        'PATH': os.environ['PATH'], 'LC_ALL': 'C',
         'RESCUE_WORKER_DHCP_DIR': directory,
         'RESCUE_WORKER_ROOT_DIR': str(tmp_path / 'root'),
         'RESCUE_WORKER_FAMILY': '4'}
@@ -156,6 +156,19 @@ def test_each_interface_gets_its_udhcpc_in_parallel(backend, fake,
     for name, call in zip(('eth0', 'eth1'), calls, strict=True):
         assert daemon_pid(backend, name) == call['pid']
         assert fakes.alive(call['pid'])
+
+
+def test_udhcpc_runs_without_the_workers_environment(backend, fake,
+                                                    monkeypatch):
+    monkeypatch.setenv(*fakes.WORKER_ONLY_VARIABLE)
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+
+    assert backend.configure(['eth0'], 10) == {'eth0': 'leased'}
+
+    # It outlives the worker, renewing the lease.
+    environ = fakes.environ_of(fake.calls()[0]['pid'])
+    assert fakes.WORKER_ONLY_VARIABLE[0] not in environ
+    assert fakes.WORKER_ONLY_VARIABLE[1] not in repr(environ)
 
 
 def test_the_lease_script_is_the_packages_and_executable(backend, fake,
