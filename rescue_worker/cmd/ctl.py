@@ -23,15 +23,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
 from rescue_worker import client as rw_client
 from rescue_worker import errors
-from rescue_worker import notify
+from rescue_worker import passwords
+from rescue_worker import payloads
 from rescue_worker import rpc
-from rescue_worker import sandbox
-from rescue_worker import service
+
+if TYPE_CHECKING:
+    # Only the demo runs workers, and imports them when it does: the
+    # conductor's commands import nothing of the worker.
+    from rescue_worker import sandbox
+    from rescue_worker import service
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -142,7 +148,7 @@ def describe(event_type: str, data: dict) -> str:
     kind = event_type.rsplit('.', 2)
     label = '.'.join(kind[-2:])
     node = data.get('node_id', '?')
-    if event_type in (notify.EVENT_READY, notify.EVENT_STOPPED):
+    if event_type in (payloads.EVENT_READY, payloads.EVENT_STOPPED):
         return '%-24s %s %s%s' % (label, node, data.get('state'),
                                   ' (%s)' % data['reason']
                                   if data.get('reason') else '')
@@ -151,7 +157,7 @@ def describe(event_type: str, data: dict) -> str:
         text += ' (replayed)'
     if data.get('error'):
         text += ' %s: %s' % (data['error']['code'], data['error']['message'])
-    elif event_type == notify.EVENT_END:
+    elif event_type == payloads.EVENT_END:
         text += ' %s in %.0f ms' % (
             ','.join(s['name'] for s in data.get('steps', [])),
             data.get('duration_ms', 0))
@@ -182,9 +188,7 @@ def run_finalize(client: rw_client.RescueWorkerClient,
     """Cast to every node, and wait if ``waiter`` is given."""
     # The hash is made once, not per node: sha512_crypt is slow on purpose.
     if not hashed:
-        from rescue_worker.steps import password as password_step
-        password = password_step.hash_password(
-            password, client.hash_scheme, client.hash_rounds)
+        password = client.hash_password(password)
     request_ids: dict[str, str] = {}
     refused: list[rw_client.Outcome] = []
     for node_id, token in nodes:
@@ -234,7 +238,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         waiter = rw_client.CompletionWaiter(
             rpc.get_notification_transport(conf),
             on_notification=lambda event, data: progress.advance()
-            if event in (notify.EVENT_END, notify.EVENT_ERROR) else None)
+            if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None)
         waiter.start()
     try:
         results, status = run_finalize(
@@ -303,6 +307,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # -- demo -------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rescue_worker import sandbox
+    from rescue_worker import service
+
     url = args.transport_url or DEMO_URL
     base = tempfile.mkdtemp(prefix='rescue-worker-demo-')
     print('rescue-worker demo: %d node(s) on %s, files under %s' % (
@@ -321,7 +328,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ready = threading.Semaphore(0)
 
     def show(event_type: str, data: dict) -> None:
-        if event_type == notify.EVENT_READY:
+        if event_type == payloads.EVENT_READY:
             ready.release()
         with lock:
             print('  %s' % describe(event_type, data), flush=True)
@@ -420,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'or a prompt)')
     p.add_argument('--hashed', action='store_true',
                    help='the password given is already a crypt hash')
-    p.add_argument('--hash-scheme', default='sha512_crypt',
-                   choices=('sha512_crypt', 'sha256_crypt', 'bcrypt'))
+    p.add_argument('--hash-scheme', default=passwords.DEFAULT_SCHEME,
+                   choices=passwords.HASH_SCHEMES)
     p.add_argument('--wait', action='store_true',
                    help='wait for every outcome and print a table')
     p.add_argument('--timeout', type=float, default=300.0)
@@ -458,11 +465,25 @@ def build_parser() -> argparse.ArgumentParser:
                         'one (%s)' % DEMO_URL)
     p.add_argument('--steps', default=None,
                    help='steps to run (default: the worker default)')
-    p.add_argument('--hash-rounds', type=int, default=None,
-                   help='sha512_crypt rounds (default: passlib default)')
+    p.add_argument('--hash-rounds', type=_sha512_rounds, default=None,
+                   help='sha512_crypt rounds, %d to %d (default: passlib '
+                        'default)' % (passwords.MIN_SHA_CRYPT_ROUNDS,
+                                      passwords.DEFAULT_CAPS.sha_crypt_rounds))
     p.add_argument('--timeout', type=float, default=120.0)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _sha512_rounds(text: str) -> int:
+    """``--hash-rounds``: what a worker accepts by default."""
+    least = passwords.MIN_SHA_CRYPT_ROUNDS
+    most = passwords.DEFAULT_CAPS.sha_crypt_rounds
+    rounds = int(text) if text.isdigit() else -1
+    if not least <= rounds <= most:
+        raise argparse.ArgumentTypeError(
+            'sha512_crypt rounds must be a number from %d to %d, what a '
+            'worker accepts by default' % (least, most))
+    return rounds
 
 
 def setup_logging(verbose: bool) -> None:

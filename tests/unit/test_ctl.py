@@ -95,6 +95,33 @@ def test_watch_lines_are_readable(event, data, expected):
     assert ctl.describe(event, data) == expected
 
 
+@pytest.mark.parametrize('rounds', ['999', '1000001', '999999999', 'many'])
+def test_demo_hash_rounds_are_what_a_worker_accepts(rounds, capsys):
+    with pytest.raises(SystemExit) as raised:
+        ctl.build_parser().parse_args(['demo', '--hash-rounds', rounds])
+
+    assert raised.value.code == 2
+    assert 'sha512_crypt rounds must be a number from 1000 to 1000000' in \
+        capsys.readouterr().err
+
+
+def test_demo_hash_rounds_up_to_the_cap_are_taken():
+    args = ctl.build_parser().parse_args(['demo', '--hash-rounds',
+                                          '1000000'])
+
+    assert args.hash_rounds == 1000000
+
+
+def test_finalize_hash_schemes_are_those_a_worker_accepts():
+    parser = ctl.build_parser()
+
+    for scheme in ('sha512_crypt', 'sha256_crypt', 'bcrypt'):
+        args = parser.parse_args(['finalize', 'n', '--hash-scheme', scheme])
+        assert args.hash_scheme == scheme
+    with pytest.raises(SystemExit):
+        parser.parse_args(['finalize', 'n', '--hash-scheme', 'md5_crypt'])
+
+
 def test_ctl_is_installed_as_a_console_script():
     script = os.path.join(os.path.dirname(sys.executable),
                           'rescue-worker-ctl')
