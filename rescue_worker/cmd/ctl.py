@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -189,15 +190,34 @@ def run_finalize(client: rw_client.RescueWorkerClient,
     # The hash is made once, not per node: sha512_crypt is slow on purpose.
     if not hashed:
         password = client.hash_password(password)
+    request_ids, refused = _cast_to_all(
+        client, nodes, password, keep_unreachable=waiter is not None,
+        start_timeout=start_timeout, progress=progress)
+    if waiter is None:
+        return refused, EXIT_FAILED if refused else EXIT_OK
+    results = refused + _wait_for_all(client, waiter, request_ids, timeout,
+                                      start_timeout)
+    ok = all(o.succeeded for o in results)
+    return results, EXIT_OK if ok else EXIT_FAILED
+
+
+def _cast_to_all(client: rw_client.RescueWorkerClient,
+                 nodes: list[tuple[str, str | None]], password_hash: str,
+                 keep_unreachable: bool, start_timeout: float,
+                 progress: Progress | None
+                 ) -> tuple[dict[str, str], list[rw_client.Outcome]]:
+    """Cast to every node: node by request id, and the outcomes of those
+    no worker listened to (unless ``keep_unreachable``: then they are
+    kept, to be cast again by the waiter)."""
     request_ids: dict[str, str] = {}
     refused: list[rw_client.Outcome] = []
     for node_id, token in nodes:
         try:
             request_ids[client.finalize_rescue(
-                {}, node_id, password, agent_token=token,
+                {}, node_id, password_hash, agent_token=token,
                 hashed=True)] = node_id
         except rw_client.WorkerNotListening as exc:
-            if waiter is not None:
+            if keep_unreachable:
                 # Not booted yet, or not reconnected after a broker
                 # restart: the waiter casts it again like a lost cast.
                 request_ids[exc.request_id] = node_id
@@ -209,19 +229,25 @@ def run_finalize(client: rw_client.RescueWorkerClient,
                 '-', node_id, rw_client.NOT_LISTENING, casts=1))
             if progress:
                 progress.advance()
-    if waiter is None:
-        return refused, EXIT_FAILED if refused else EXIT_OK
+    return request_ids, refused
+
+
+def _wait_for_all(client: rw_client.RescueWorkerClient,
+                  waiter: rw_client.CompletionWaiter,
+                  request_ids: dict[str, str], timeout: float,
+                  start_timeout: float) -> list[rw_client.Outcome]:
+    """The outcome of every request, named by node even when no
+    notification came."""
     outcomes = waiter.wait(list(request_ids), timeout=timeout,
                            client=client, start_timeout=start_timeout)
     for request_id in request_ids:
         client.forget(request_id)
-    results = list(refused)
+    results = []
     for request_id, node_id in request_ids.items():
         outcome = outcomes[request_id]
         outcome.node_id = outcome.node_id or node_id
         results.append(outcome)
-    ok = all(o.succeeded for o in results)
-    return results, EXIT_OK if ok else EXIT_FAILED
+    return results
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
@@ -307,49 +333,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # -- demo -------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rescue_worker import sandbox
-    from rescue_worker import service
-
     url = args.transport_url or DEMO_URL
     base = tempfile.mkdtemp(prefix='rescue-worker-demo-')
     print('rescue-worker demo: %d node(s) on %s, files under %s' % (
         args.nodes, url, base))
-    options = {'steps': args.steps} if args.steps else {}
-    nodes = [sandbox.SandboxNode(os.path.join(base, 'node-%02d' % i),
-                                 node_id='demo-node-%02d' % i,
-                                 transport_url=url, **options).create()
-             for i in range(args.nodes)]
+    nodes = _demo_nodes(base, url, args.nodes, args.steps)
     confs = [node.load_config() for node in nodes]
     # The conductor: one transport pair, a waiter listening before anything
     # is sent, so no notification is missed.
     transport = rpc.get_rpc_transport(confs[0])
-    notification_transport = rpc.get_notification_transport(confs[0])
-    lock = threading.Lock()
     ready = threading.Semaphore(0)
-
-    def show(event_type: str, data: dict) -> None:
-        if event_type == payloads.EVENT_READY:
-            ready.release()
-        with lock:
-            print('  %s' % describe(event_type, data), flush=True)
-
-    waiter = rw_client.CompletionWaiter(notification_transport,
-                                        on_notification=show).start()
-    workers = []
+    waiter = rw_client.CompletionWaiter(
+        rpc.get_notification_transport(confs[0]),
+        on_notification=_demo_printer(ready)).start()
+    workers: list[service.RescueWorker] = []
     try:
-        for node, conf in zip(nodes, confs, strict=True):
-            worker = service.RescueWorker(
-                conf, rpc.get_rpc_transport(conf),
-                rpc.get_notification_transport(conf),
-                cmdline_path=node.cmdline_file)
-            worker.start()
-            threading.Thread(target=_serve, args=(worker,),
-                             daemon=True).start()
-            workers.append(worker)
-        for _ in nodes:
-            if not ready.acquire(timeout=args.timeout):
-                print('a worker did not get ready', file=sys.stderr)
-                return EXIT_FAILED
+        _start_workers(nodes, confs, workers)
+        if not all(ready.acquire(timeout=args.timeout) for _ in nodes):
+            print('a worker did not get ready', file=sys.stderr)
+            return EXIT_FAILED
         client = rw_client.RescueWorkerClient(transport,
                                               hash_rounds=args.hash_rounds)
         results, status = run_finalize(
@@ -364,6 +366,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.request_stop()
         waiter.stop()
+    _print_demo_report(nodes, results)
+    return status
+
+
+def _demo_nodes(base: str, url: str, count: int,
+                steps: str | None) -> list[sandbox.SandboxNode]:
+    """``count`` nodes in directories of their own under ``base``."""
+    from rescue_worker import sandbox
+
+    options = {'steps': steps} if steps else {}
+    return [sandbox.SandboxNode(os.path.join(base, 'node-%02d' % i),
+                                node_id='demo-node-%02d' % i,
+                                transport_url=url, **options).create()
+            for i in range(count)]
+
+
+def _demo_printer(ready: threading.Semaphore
+                  ) -> Callable[[str, dict], None]:
+    """The demo's notification callback: print each one, count readies."""
+    lock = threading.Lock()
+
+    def show(event_type: str, data: dict) -> None:
+        if event_type == payloads.EVENT_READY:
+            ready.release()
+        with lock:
+            print('  %s' % describe(event_type, data), flush=True)
+
+    return show
+
+
+def _start_workers(nodes: list[sandbox.SandboxNode],
+                   confs: list[cfg.ConfigOpts],
+                   workers: list[service.RescueWorker]) -> None:
+    """Start a worker per node, each served by a thread of its own, and
+    add it to ``workers`` at once (so that it is stopped if a later one
+    fails to start)."""
+    from rescue_worker import service
+
+    for node, conf in zip(nodes, confs, strict=True):
+        worker = service.RescueWorker(
+            conf, rpc.get_rpc_transport(conf),
+            rpc.get_notification_transport(conf),
+            cmdline_path=node.cmdline_file)
+        worker.start()
+        threading.Thread(target=_serve, args=(worker,), daemon=True).start()
+        workers.append(worker)
+
+
+def _print_demo_report(nodes: list[sandbox.SandboxNode],
+                       results: list[rw_client.Outcome]) -> None:
     print()
     print(format_table(['node', 'outcome', 'ms', 'casts', 'detail'],
                        outcome_rows(results)))
@@ -373,7 +425,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print('  %s: %s' % (node.node_id, _masked_account(node)))
     print('%d of %d nodes rescued' % (sum(o.succeeded for o in results),
                                       len(results)))
-    return status
 
 
 def _serve(worker: service.RescueWorker) -> None:
@@ -405,18 +456,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='log at DEBUG on standard error')
     sub = parser.add_subparsers(dest='command', required=True)
+    _add_finalize(sub)
+    _add_status(sub)
+    _add_watch(sub)
+    _add_demo(sub)
+    return parser
 
-    def messaging(p: argparse.ArgumentParser) -> None:
-        p.add_argument('--config-file',
-                       help='oslo.config file with [DEFAULT] transport_url '
-                            'and [oslo_messaging_*] options')
-        p.add_argument('--transport-url',
-                       help='broker URL, e.g. rabbit://user:pass@host:5672/')
-        p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC)
 
+def _add_messaging_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--config-file',
+                   help='oslo.config file with [DEFAULT] transport_url '
+                        'and [oslo_messaging_*] options')
+    p.add_argument('--transport-url',
+                   help='broker URL, e.g. rabbit://user:pass@host:5672/')
+    p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC)
+
+
+def _add_finalize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('finalize', help='rescue one or more nodes',
                        allow_abbrev=False)
-    messaging(p)
+    _add_messaging_args(p)
     p.add_argument('nodes', nargs='*', metavar='NODE')
     p.add_argument('--nodes-file',
                    help='file with one "NODE [TOKEN]" per line')
@@ -438,17 +497,21 @@ def build_parser() -> argparse.ArgumentParser:
                         'this many seconds; 3 casts in all')
     p.set_defaults(func=cmd_finalize)
 
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('status', help="show a worker's state",
                        allow_abbrev=False)
-    messaging(p)
+    _add_messaging_args(p)
     p.add_argument('node', metavar='NODE')
     p.add_argument('--token-file')
     p.add_argument('--timeout', type=float, default=30.0)
     p.set_defaults(func=cmd_status)
 
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('watch', help='print notifications as they come',
                        allow_abbrev=False)
-    messaging(p)
+    _add_messaging_args(p)
     p.add_argument('--node', help='only this node')
     p.add_argument('--json', action='store_true', help='JSON lines')
     p.add_argument('--count', type=int, default=0,
@@ -457,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='exit after this many seconds (0: never)')
     p.set_defaults(func=cmd_watch)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('demo', allow_abbrev=False,
                        help='rescue N in-process nodes; no broker needed')
     p.add_argument('--nodes', type=int, default=3)
@@ -471,7 +536,6 @@ def build_parser() -> argparse.ArgumentParser:
                                       passwords.DEFAULT_CAPS.sha_crypt_rounds))
     p.add_argument('--timeout', type=float, default=120.0)
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def _sha512_rounds(text: str) -> int:
