@@ -28,8 +28,7 @@ from rescue_worker import payloads
 from rescue_worker import pipeline as rw_pipeline
 from rescue_worker import rpc
 from rescue_worker import version
-from rescue_worker.network import base as net_base
-from rescue_worker.network import keeper
+from rescue_worker.cmd import keeper as keeper_cmd
 
 LOG = logging.getLogger(__name__)
 
@@ -113,9 +112,6 @@ class RescueWorker:
             outcome_retry_timeout=group.outcome_retry_timeout)
         self.server: oslo_messaging.MessageHandlingServer | None = None
         self.stop_reason: str | None = None
-        self._terminate = threading.Event()
-        #: how the tenant network keeper ended, once it has run
-        self.keeper_result: str | None = None
         #: set once the server consumes (after ``worker.ready``)
         self.ready = threading.Event()
         #: set once the worker has stopped for good
@@ -167,9 +163,6 @@ class RescueWorker:
         thread."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        if reason != STOP_RESCUED:
-            # Also ends the tenant network keeper, if it runs.
-            self._terminate.set()
         self._stop_requested.set()
 
     def wait_for_stop_request(self, timeout: float | None = None) -> bool:
@@ -210,7 +203,11 @@ class RescueWorker:
         LOG.info('Stopping (%s)', self.stop_reason)
         self.stop()
         if self.stop_reason == STOP_RESCUED:
-            self.keep_tenant_network()
+            interfaces = self.lockdown.leased_interfaces
+            if interfaces and self.conf.rescue_worker.tenant_renew_period:
+                # Does not return: the keeper replaces this process, and
+                # with it every secret this one holds in memory.
+                keeper_cmd.exec_keeper(self.conf, interfaces)
             return 0
         return self.exit_status_after_stop()
 
@@ -259,22 +256,6 @@ class RescueWorker:
                 next_report += self.BROKER_REPORT_INTERVAL
         if failure:
             raise failure[0]
-
-    def keep_tenant_network(self) -> str:
-        """After lockdown: renew the leases until the tenant network's DHCP
-        answers, with no RPC."""
-        group = self.conf.rescue_worker
-        keeper_ = keeper.TenantNetworkKeeper(
-            net_base.get_backend(self.conf),
-            self.lockdown.leased_interfaces,
-            interval=group.tenant_renew_interval,
-            period=group.tenant_renew_period,
-            renew_timeout=min(group.dhcp_timeout,
-                              group.tenant_renew_interval),
-            stop_event=self._terminate)
-        self.keeper_result = keeper_.run()
-        LOG.info('Tenant network keeper done (%s)', self.keeper_result)
-        return self.keeper_result
 
     # -- lockdown ----------------------------------------------------------
 

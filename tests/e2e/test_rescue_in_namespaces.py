@@ -18,7 +18,9 @@ Needs root, ``ip``, ``dnsmasq``, ``dhclient``, ``udhcpc`` and RabbitMQ
 
 import os
 import signal
+import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -94,6 +96,45 @@ def cast(bus, worker, password):
     return request_id
 
 
+def netns_password(url):
+    return urllib.parse.urlsplit(url).password or 'no password'
+
+
+def wait_for_program(pid, module, timeout=30.0):
+    """Wait until ``pid`` runs ``python -m module`` (it execs into it)."""
+    deadline = time.monotonic() + timeout
+    checked = threading.Event()
+    while True:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            if module.encode() in f.read().split(b'\0'):
+                return
+        assert time.monotonic() < deadline, '%d never ran %s' % (pid,
+                                                                 module)
+        checked.wait(0.05)
+
+
+def process_image(pid):
+    """What a tenant with sudo can read of a process: its command line,
+    environment and every readable memory mapping."""
+    chunks = []
+    for name in ('cmdline', 'environ'):
+        with open('/proc/%d/%s' % (pid, name), 'rb') as f:
+            chunks.append(f.read())
+    with open('/proc/%d/maps' % pid) as maps, \
+            open('/proc/%d/mem' % pid, 'rb', 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith('r'):
+                continue
+            start, end = (int(x, 16) for x in span.split('-'))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                continue  # [vvar] and friends cannot be read
+    return b''.join(chunks)
+
+
 def shadow_hash(root_dir, username='rescue'):
     with open(os.path.join(root_dir, 'etc', 'shadow')) as f:
         for line in f:
@@ -127,6 +168,12 @@ def test_rescue_leases_both_wired_nics_then_follows_the_tenant_network(
     # lockdown scrubbed the secrets and unlocked the account.
     bus.wait_for(STOPPED, node_id=worker.node_id)
     assert sha512_crypt.verify(password, shadow_hash(worker.root_dir))
+    # The process that stays on is a fresh keeper program: no token, no
+    # broker credentials in its memory, environment or command line.
+    wait_for_program(worker.proc.pid, 'rescue_worker.cmd.keeper')
+    exposed = process_image(worker.proc.pid)
+    for secret in (worker.token, netns_password(lab.node_url)):
+        assert secret.encode() not in exposed
 
     # The conductor moves the ports to the tenant network: same links, new
     # DHCP servers and ranges, no link flap.
