@@ -29,7 +29,8 @@
 # never left without an address while a server may still answer. "bound"
 # and "renew" apply the lease: address (the old one removed when it
 # changed), MTU (option 26), routes (classless static routes, option 121,
-# else the routers), resolver. "leasefail" and "nak" are only recorded.
+# else the routers), resolver (the search domains that are host names
+# only). "leasefail" and "nak" are only recorded.
 #
 # POSIX sh: it runs under busybox ash as well as dash.
 
@@ -52,7 +53,7 @@ applied=$dir/$name-$interface.applied
 applying=$dir/$name-$interface.applying
 
 say() {
-    echo "$name-script: $interface: $*" >&2
+    printf '%s\n' "$name-script: $interface: $*" >&2
 }
 
 # get FILE KEY: the value of KEY= in FILE, empty when none.
@@ -69,23 +70,16 @@ put() {
 record() {
     seq=$(get "$state" seq)
     seq=$(( ${seq:-0} + 1 ))
+    # printf, not echo: dash's echo turns a backslash sequence the server
+    # sent ("\n") into a line of its own.
     {
-        echo "event=$event"
-        echo "pid=$PPID"
-        echo "seq=$seq"
-        echo "time=$(date +%s)"
+        printf '%s\n' "event=$event" "pid=$PPID" "seq=$seq" \
+            "time=$(date +%s)"
         if [ "$1" = lease ]; then
-            echo "ip=$ip"
-            echo "ipv6=$ipv6"
-            echo "mask=$mask"
-            echo "router=$router"
-            echo "staticroutes=$staticroutes"
-            echo "serverid=$serverid"
-            echo "lease=$lease"
-            echo "mtu=$mtu"
-            echo "dns=$dns"
-            echo "domain=$domain"
-            echo "search=$search"
+            printf '%s\n' "ip=$ip" "ipv6=$ipv6" "mask=$mask" \
+                "router=$router" "staticroutes=$staticroutes" \
+                "serverid=$serverid" "lease=$lease" "mtu=$mtu" "dns=$dns" \
+                "domain=$domain" "search=$search"
         fi
     } | put "$state"
 }
@@ -166,17 +160,37 @@ add_routes() {
     fi
 }
 
+# The characters of a host name, spelled out: a range (a-z) may take in
+# more in some locales.
+host_name_chars=abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-
+
+# search_domains: the words of $domain (option 15) and $search (option
+# 119) that are host names; anything else a server sends there is left
+# out of resolv.conf.
+search_domains() {
+    for word in $domain $search; do
+        case $word in
+            *[!$host_name_chars]*)
+                say "a search domain that is no host name left out" ;;
+            *)
+                printf ' %s' "$word" ;;
+        esac
+    done
+}
+
 write_resolver() {
     [ -n "$dns" ] || return 0
     mkdir -p "$root/etc" || return 0
     target=$root/etc/resolv.conf
+    domains=$(search_domains)
+    # printf, not echo: see record.
     {
-        echo "# Written by rescue-worker's $name script for $interface"
-        if [ -n "$domain$search" ]; then
-            echo "search" $domain $search
+        printf '%s\n' "# Written by rescue-worker's $name script for $interface"
+        if [ -n "$domains" ]; then
+            printf 'search%s\n' "$domains"
         fi
         for server in $dns; do
-            echo "nameserver $server"
+            printf 'nameserver %s\n' "$server"
         done
     } >"$target.$name.$$" || return 0
     # A bind mount (a network namespace's) cannot be replaced: then the
@@ -211,12 +225,8 @@ bound4() {
         fi || { say "could not add $ip/$mask"; return 1; }
     fi
     add_routes
-    {
-        echo "ip=$ip"
-        echo "mask=$mask"
-        echo "router=$router"
-        echo "staticroutes=$staticroutes"
-    } | put "$applied"
+    printf '%s\n' "ip=$ip" "mask=$mask" "router=$router" \
+        "staticroutes=$staticroutes" | put "$applied"
     write_resolver
 }
 
@@ -232,7 +242,7 @@ bound6() {
         ip -6 addr add "$ipv6/128" dev "$interface" ||
             { say "could not add $ipv6/128"; return 1; }
     fi
-    echo "ip=$ipv6/128" | put "$applied"
+    printf '%s\n' "ip=$ipv6/128" | put "$applied"
     write_resolver
 }
 

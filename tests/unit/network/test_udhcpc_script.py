@@ -231,6 +231,34 @@ def test_no_resolver_is_written_without_name_servers(node):
     assert not (node.root / 'etc' / 'resolv.conf').exists()
 
 
+def test_a_backslash_sequence_from_the_server_adds_no_line(node):
+    # dash's echo would turn "\n" into a line of its own: a name server
+    # of the sender's choosing.
+    node.run('bound', dns='198.18.1.53', domain='rescue.test',
+             search='example.test\\nnameserver\\0406.6.6.6', **LEASE)
+
+    assert (node.root / 'etc' / 'resolv.conf').read_text() == (
+        "# Written by rescue-worker's udhcpc script for rwtest0\n"
+        'search rescue.test\n'
+        'nameserver 198.18.1.53\n')
+    # The lease file keeps the value as it came, on one line.
+    assert node.lease_file()['search'] == \
+        'example.test\\nnameserver\\0406.6.6.6'
+
+
+def test_only_host_names_are_search_domains(node):
+    node.run('bound', dns='198.18.1.53',
+             domain='Rescue-1.test under_score.test',
+             search='ok.example.test d\u00e9j\u00e0.test $(reboot) a;b '
+                    'x/y 2nd.test',
+             **LEASE)
+
+    assert (node.root / 'etc' / 'resolv.conf').read_text().splitlines()[1] \
+        == 'search Rescue-1.test ok.example.test 2nd.test'
+    assert node.stderr.count('a search domain that is no host name left '
+                             'out') == 5
+
+
 def test_a_renewal_of_the_same_lease_changes_nothing(node):
     node.run('bound', **LEASE)
     node.reset_calls()
