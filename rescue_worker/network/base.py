@@ -23,7 +23,10 @@ that ships it, for instance in its setup.cfg::
 then set ``dhcp_backend = mine``; nothing in rescue-worker changes. A
 backend that runs a DHCP client program per interface gets the parallel
 leases, IPv6 (router advertisements, DHCPv6) and the operator's hints
-from ``rescue_worker.network.dhcp_client.DhcpClientBackend``.
+from ``rescue_worker.network.dhcp_client.DhcpClientBackend``. Whatever
+program a backend runs gets ``rescue_worker.network.processes.
+child_environment()`` (``start_logged`` gives it), never the worker's own
+environment, which may hold the broker credentials.
 """
 
 from __future__ import annotations
@@ -38,10 +41,6 @@ from stevedore import exception as stevedore_exception
 
 from rescue_worker import errors
 from rescue_worker import payloads
-
-# The wire's statuses live in rescue_worker.payloads; the tenant network
-# keeper (rescue_worker.service) still reads this name.
-LEASED = payloads.DHCP_LEASED
 
 BACKEND_NAMESPACE = 'rescue_worker.dhcp_backends'
 
@@ -124,8 +123,8 @@ def load_backend(conf: cfg.ConfigOpts) -> DhcpBackend:
             'it.' % (name, type(exc).__name__, exc)) from exc
 
 
-#: the name it had before backends were plug-ins (tests/e2e and the
-#: tenant network keeper call it)
+#: the name it had before backends were plug-ins (rescue_worker.cmd.keeper
+#: and tests/e2e still call it)
 get_backend = load_backend
 
 
