@@ -95,25 +95,37 @@ class _RequestContext(dict):
 
 
 class Notifications:
-    """Publishes the worker's events for one node."""
+    """Publishes the worker's events for one node, each authenticated with
+    the node's token (``payloads.event_mac``)."""
 
-    def __init__(self, notifier: oslo_messaging.Notifier) -> None:
+    def __init__(self, notifier: oslo_messaging.Notifier,
+                 publisher_id: str, token: str | None) -> None:
         self._notifier = notifier
+        self._publisher_id = publisher_id
+        self._token = token
         _SEND_FAILURES.install()
+
+    def __repr__(self) -> str:
+        return '<Notifications %s>' % self._publisher_id
 
     @staticmethod
     def _ctxt(payload: payloads.FinalizeRescuePayload) -> dict:
         return _RequestContext(request_id=payload.request_id)
 
+    def _envelope(self, payload: payloads.Payload, event_type: str) -> dict:
+        return payload.envelope(event_type, self._publisher_id, self._token)
+
     def ready(self, payload: payloads.WorkerPayload) -> None:
-        self._notifier.info({}, EVENT_READY, payload.envelope())
+        self._notifier.info({}, EVENT_READY,
+                            self._envelope(payload, EVENT_READY))
 
     def stopped(self, payload: payloads.WorkerPayload) -> None:
-        self._notifier.info({}, EVENT_STOPPED, payload.envelope())
+        self._notifier.info({}, EVENT_STOPPED,
+                            self._envelope(payload, EVENT_STOPPED))
 
     def start(self, payload: payloads.FinalizeRescuePayload) -> None:
         self._notifier.info(self._ctxt(payload), EVENT_START,
-                            payload.envelope())
+                            self._envelope(payload, EVENT_START))
 
     def outcome(self, payload: payloads.FinalizeRescuePayload) -> None:
         """``end`` if the payload carries no error, else ``error``.
@@ -122,5 +134,7 @@ class Notifications:
         """
         send = (self._notifier.info if payload.succeeded
                 else self._notifier.error)
+        event_type = payload.event_type
         with _SEND_FAILURES.watch():
-            send(self._ctxt(payload), payload.event_type, payload.envelope())
+            send(self._ctxt(payload), event_type,
+                 self._envelope(payload, event_type))

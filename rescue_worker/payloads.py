@@ -5,8 +5,14 @@ dict that goes on the bus, the same shape for every event::
 
     {"rescue_worker_object.name": "FinalizeRescuePayload",
      "rescue_worker_object.namespace": "rescue_worker",
-     "rescue_worker_object.version": "1.0",
-     "rescue_worker_object.data": {...}}
+     "rescue_worker_object.version": "1.1",
+     "rescue_worker_object.data": {...},
+     "rescue_worker_object.mac": "<hex HMAC-SHA256>" or null}
+
+The ``mac`` authenticates the event: the HMAC-SHA256, keyed with the node's
+token, of the canonical JSON of ``{"event_type", "publisher_id", "data"}``
+(``event_mac``); consumers that know the token check it with ``authentic``
+and treat a mismatch as never received.
 
 Nested reports (one per step, one per interface) are plain dicts inside
 ``data``; they carry a version of their own so that a change to them bumps
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import json
 from typing import Any
 from typing import ClassVar
 
@@ -31,6 +39,8 @@ NAME_KEY = _KEY + 'name'
 NAMESPACE_KEY = _KEY + 'namespace'
 VERSION_KEY = _KEY + 'version'
 DATA_KEY = _KEY + 'data'
+#: the HMAC-SHA256 of the event, keyed with the node's token (1.1)
+MAC_KEY = _KEY + 'mac'
 
 EVENT_READY = 'rescue_worker.worker.ready'
 EVENT_STOPPED = 'rescue_worker.worker.stopped'
@@ -148,11 +158,44 @@ class Payload(_Versioned):
 
     NAME: ClassVar[str]
 
-    def envelope(self) -> dict[str, Any]:
+    def envelope(self, event_type: str, publisher_id: str,
+                 token: str | None) -> dict[str, Any]:
+        """The envelope for the bus, authenticated with the node's token
+        (``mac`` is None without one)."""
+        data = self.to_data()
         return {NAME_KEY: self.NAME,
                 NAMESPACE_KEY: OBJECT_NAMESPACE,
                 VERSION_KEY: self.VERSION,
-                DATA_KEY: self.to_data()}
+                DATA_KEY: data,
+                MAC_KEY: event_mac(event_type, publisher_id, data, token)}
+
+
+def event_mac(event_type: str, publisher_id: str, data: dict[str, Any],
+              token: str | None) -> str | None:
+    """The ``mac`` of an event: anyone may publish notifications on the
+    broker, so only a key the node and its conductor share tells a node's
+    own outcome from a forgery (another node's tenant, say)."""
+    if token is None:
+        return None
+    message = json.dumps({'event_type': event_type,
+                          'publisher_id': publisher_id, 'data': data},
+                         sort_keys=True, separators=(',', ':'),
+                         ensure_ascii=True)
+    return hmac.new(token.encode('utf-8'), message.encode('ascii'),
+                    hashlib.sha256).hexdigest()
+
+
+def authentic(event_type: str, publisher_id: str, payload: dict[str, Any],
+              token: str) -> bool:
+    """Whether a received envelope carries the right ``mac`` for
+    ``token``; a missing or malformed one is not authentic."""
+    try:
+        expected = event_mac(event_type, publisher_id, payload[DATA_KEY],
+                             token)
+        mac = payload.get(MAC_KEY)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return False
+    return isinstance(mac, str) and hmac.compare_digest(mac, expected)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +207,8 @@ class FinalizeRescuePayload(Payload):
     """
 
     NAME: ClassVar[str] = 'FinalizeRescuePayload'
-    VERSION: ClassVar[str] = '1.0'
+    # 1.1: the envelope's mac
+    VERSION: ClassVar[str] = '1.1'
 
     node_id: str
     request_id: str
@@ -198,7 +242,8 @@ class WorkerPayload(Payload):
     """``worker.ready`` and ``worker.stopped``: one worker's life."""
 
     NAME: ClassVar[str] = 'WorkerPayload'
-    VERSION: ClassVar[str] = '1.0'
+    # 1.1: the envelope's mac
+    VERSION: ClassVar[str] = '1.1'
 
     node_id: str
     state: str

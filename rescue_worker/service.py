@@ -85,8 +85,10 @@ class RescueWorker:
         # A crash between the marker and the end of the scrub left secrets
         # behind: finish the scrub, then refuse to serve.
         self.lockdown.finish_interrupted()
-        self.token_check = token_check or agent_token.TokenCheck(
-            agent_token.load_token(conf, cmdline_path))
+        token = None
+        if token_check is None or notifications is None:
+            token = agent_token.load_token(conf, cmdline_path)
+        self.token_check = token_check or agent_token.TokenCheck(token)
         self.pipeline = pipeline or rw_pipeline.Pipeline.from_conf(conf)
         self.journal = self._get_journal()
 
@@ -101,7 +103,8 @@ class RescueWorker:
                     conf)
                 self._owned_transports.append(notification_transport)
             notifications = notify.Notifications(
-                rpc.get_notifier(conf, notification_transport))
+                rpc.get_notifier(conf, notification_transport),
+                rpc.publisher_id(self.node_id), token)
         self.notifications = notifications
         self.endpoint = rw_endpoint.RescueEndpoint(
             node_id=self.node_id, username=group.username,

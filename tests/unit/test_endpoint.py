@@ -76,7 +76,9 @@ def test_end_payload_is_the_versioned_envelope_with_every_field(worker,
     assert end.payload['rescue_worker_object.name'] == \
         'FinalizeRescuePayload'
     assert end.payload['rescue_worker_object.namespace'] == 'rescue_worker'
-    assert end.payload['rescue_worker_object.version'] == '1.0'
+    assert end.payload['rescue_worker_object.version'] == '1.1'
+    assert payloads.authentic(end.event_type, end.publisher_id, end.payload,
+                              worker.token)
     data = end.data
     assert set(data) == {'node_id', 'request_id', 'replayed', 'username',
                          'hash_scheme', 'steps', 'interfaces',

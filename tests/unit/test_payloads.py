@@ -12,8 +12,8 @@ import pytest
 from rescue_worker import payloads
 
 EXPECTED_FINGERPRINTS = {
-    'FinalizeRescuePayload': '1.0-098d2ce3e36b8b00',
-    'WorkerPayload': '1.0-450b39f26974d9e3',
+    'FinalizeRescuePayload': '1.1-098d2ce3e36b8b00',
+    'WorkerPayload': '1.1-450b39f26974d9e3',
     'StepReport': '1.0-f4b7e3083fc74394',
     'InterfaceReport': '1.0-013482f1dbb55a7e',
 }
@@ -52,23 +52,80 @@ def test_a_nested_report_change_changes_the_holder_fingerprint(monkeypatch):
     assert payloads.FinalizeRescuePayload.fingerprint() != before
 
 
+TOKEN = 'k' * 40
+PUBLISHER = 'rescue-worker.node-1'
+
+
 def test_envelope_is_the_contract_shape():
-    envelope = _outcome().envelope()
+    envelope = _outcome().envelope(payloads.EVENT_END, PUBLISHER, None)
 
     assert envelope == {
         'rescue_worker_object.name': 'FinalizeRescuePayload',
         'rescue_worker_object.namespace': 'rescue_worker',
-        'rescue_worker_object.version': '1.0',
+        'rescue_worker_object.version': '1.1',
         'rescue_worker_object.data': {
             'node_id': 'node-1', 'request_id': 'req-1', 'replayed': False,
             'username': None, 'hash_scheme': None, 'steps': [],
-            'interfaces': [], 'duration_ms': 0.0, 'error': None}}
+            'interfaces': [], 'duration_ms': 0.0, 'error': None},
+        'rescue_worker_object.mac': None}
+
+
+def test_the_mac_is_the_hmac_of_the_canonical_event():
+    import hashlib
+    import hmac
+    import json
+    envelope = _outcome().envelope(payloads.EVENT_END, PUBLISHER, TOKEN)
+    canonical = json.dumps(
+        {'event_type': payloads.EVENT_END, 'publisher_id': PUBLISHER,
+         'data': envelope['rescue_worker_object.data']},
+        sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+
+    assert envelope['rescue_worker_object.mac'] == hmac.new(
+        TOKEN.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def test_an_envelope_from_the_node_is_authentic():
+    envelope = _outcome().envelope(payloads.EVENT_END, PUBLISHER, TOKEN)
+
+    assert payloads.authentic(payloads.EVENT_END, PUBLISHER, envelope, TOKEN)
+
+
+@pytest.mark.parametrize('forge', [
+    lambda e: e['rescue_worker_object.data'].update(request_id='req-2'),
+    lambda e: e.update({'rescue_worker_object.mac': None}),
+    lambda e: e.pop('rescue_worker_object.mac'),
+    lambda e: e.update({'rescue_worker_object.mac': 'f' * 64}),
+    lambda e: e.pop('rescue_worker_object.data'),
+])
+def test_a_changed_or_unsigned_envelope_is_not_authentic(forge):
+    envelope = _outcome().envelope(payloads.EVENT_END, PUBLISHER, TOKEN)
+    forge(envelope)
+
+    assert not payloads.authentic(payloads.EVENT_END, PUBLISHER, envelope,
+                                  TOKEN)
+
+
+def test_another_event_type_or_publisher_is_not_authentic():
+    envelope = _outcome().envelope(payloads.EVENT_ERROR, PUBLISHER, TOKEN)
+
+    assert not payloads.authentic(payloads.EVENT_END, PUBLISHER, envelope,
+                                  TOKEN)
+    assert not payloads.authentic(payloads.EVENT_ERROR,
+                                  'rescue-worker.node-2', envelope, TOKEN)
+
+
+def test_another_nodes_token_is_not_authentic():
+    envelope = _outcome().envelope(payloads.EVENT_END, PUBLISHER, 'o' * 40)
+
+    assert not payloads.authentic(payloads.EVENT_END, PUBLISHER, envelope,
+                                  TOKEN)
 
 
 def test_worker_payload_envelope_names_its_object():
     envelope = payloads.WorkerPayload(
         node_id='n', state='waiting', topic='rescue_worker', version='1',
-        rpc_api_version='1.0').envelope()
+        rpc_api_version='1.0').envelope(payloads.EVENT_READY, PUBLISHER,
+                                        None)
 
     assert envelope['rescue_worker_object.name'] == 'WorkerPayload'
     assert payloads.payload_data(envelope) == {
