@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from rescue_worker.bench import cli
-from rescue_worker.bench import stats
+from benchmarks import cli
+from benchmarks import stats
 
 
 def test_percentile_interpolates_between_ranks():

@@ -3,7 +3,7 @@ every end arrived against N (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
-from rescue_worker.bench import stats
+from benchmarks import stats
 
 COLORS = {stats.RESCUE: '#c0392b', stats.BASELINE: '#2c3e50'}
 LABELS = {stats.RESCUE: 'rescue-worker',

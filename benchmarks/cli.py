@@ -1,9 +1,9 @@
-"""``python -m rescue_worker.bench``: the command line of the benchmark.
+"""``python -m benchmarks``: the command line of the benchmark.
 
-    python -m rescue_worker.bench run [--nodes 200] [--output-dir D] ...
-    python -m rescue_worker.bench bare-server --node-id N   (a baseline
+    python -m benchmarks run [--nodes 200] [--output-dir D] ...
+    python -m benchmarks bare-server --node-id N   (a baseline
         process; the broker URL in $RESCUE_WORKER_BENCH_TRANSPORT_URL)
-    python -m rescue_worker.bench fleet-helper --spec FILE  (internal)
+    python -m benchmarks fleet-helper --spec FILE  (internal)
 
 Heavy imports happen per command, so that ``bare-server`` loads nothing but
 oslo.messaging.
@@ -20,7 +20,7 @@ import warnings
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m rescue_worker.bench', allow_abbrev=False,
+        prog='python -m benchmarks', allow_abbrev=False,
         description='Fleet benchmark of rescue-worker against bare '
                     'oslo.messaging servers on a real broker (DESIGN.md '
                     'section 9). Run it under "pifpaf run rabbitmq --" '
@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rescue_worker.bench import driver
-    from rescue_worker.bench import stats
+    from benchmarks import driver
+    from benchmarks import stats
 
     for name, value, least in (('--nodes', args.nodes, 1),
                                ('--processes', args.processes, 1),
@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def summary_text(report: dict) -> str:
-    from rescue_worker.bench import stats
+    from benchmarks import stats
 
     lines = []
     fleet = report.get('fleet')
@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The internal commands parse their own arguments and import little.
     if argv and argv[0] == 'bare-server':
-        from rescue_worker.bench import bare
+        from benchmarks import bare
 
         return bare.main(argv[1:])
     if argv and argv[0] == 'fleet-helper':
-        from rescue_worker.bench import helper
+        from benchmarks import helper
 
         return helper.main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
-    logging.getLogger('rescue_worker.bench').setLevel(logging.INFO)
+    logging.getLogger('benchmarks').setLevel(logging.INFO)
     if not args.verbose:
         for name in ('oslo.messaging', 'oslo_messaging', 'kombu', 'amqp',
                      'passlib'):

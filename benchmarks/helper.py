@@ -1,7 +1,7 @@
 """A fleet helper process: K in-process nodes, rescue workers or bare
 servers, started from a spec file.
 
-``python -m rescue_worker.bench fleet-helper --spec FILE`` reads the spec
+``python -m benchmarks fleet-helper --spec FILE`` reads the spec
 (JSON: ``kind`` ``rescue`` or ``bare``, ``nodes``), starts every node with
 its own transports, and reports on standard output, one JSON object a line:
 ``{"event": "ready", ...}`` once every node consumes, then
@@ -88,7 +88,7 @@ class BareNodes:
     """In-process bare servers, each with its own transports."""
 
     def __init__(self, spec: dict) -> None:
-        from rescue_worker.bench import bare
+        from benchmarks import bare
 
         url = os.environ.get(bare.URL_ENV)
         if not url:
@@ -105,7 +105,7 @@ class BareNodes:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog='rescue_worker.bench fleet-helper',
+    parser = argparse.ArgumentParser(prog='benchmarks fleet-helper',
                                      allow_abbrev=False)
     parser.add_argument('--spec', required=True)
     args = parser.parse_args(argv)

@@ -29,16 +29,20 @@ from importlib import metadata
 import oslo_messaging
 from oslo_config import cfg
 
+from benchmarks import bare
+from benchmarks import stats
 from rescue_worker import client as rw_client
 from rescue_worker import notify
+from rescue_worker import passwords
 from rescue_worker import rpc
 from rescue_worker import sandbox
-from rescue_worker.bench import bare
-from rescue_worker.bench import stats
-from rescue_worker.steps import password as password_step
 
-LOG = logging.getLogger('rescue_worker.bench')
+LOG = logging.getLogger('benchmarks')
 
+#: the directory holding the ``benchmarks`` package, which is not installed:
+#: the helper and bare server processes (``python -m benchmarks``) find it
+#: through PYTHONPATH, wherever they start
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: what a helper or a single process gets to become ready
 READY_TIMEOUT = 180.0
 #: the longest a settle waits for the processes to go quiet
@@ -165,7 +169,7 @@ class Helper:
         self.events: queue.Queue = queue.Queue()
         with open(log_file, 'ab') as log:
             self.proc = subprocess.Popen(
-                [sys.executable, '-m', 'rescue_worker.bench', 'fleet-helper',
+                [sys.executable, '-m', 'benchmarks', 'fleet-helper',
                  '--spec', spec_file],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 env=env, text=True, bufsize=1)
@@ -690,7 +694,7 @@ def measure_process(conductor: Conductor, arrivals: Arrivals, kind: str,
                    node.config_file]
         child_env = env
     else:
-        command = [sys.executable, '-m', 'rescue_worker.bench', 'bare-server',
+        command = [sys.executable, '-m', 'benchmarks', 'bare-server',
                    '--node-id', node_id, '--notification-topic',
                    'notifications']
         child_env = dict(env, **{bare.URL_ENV: url})
@@ -768,20 +772,19 @@ def measure_hashing(repeats: int, cases=HASH_CASES) -> list[dict]:
     plaintext = secrets.token_urlsafe(15)  # 20 characters
     results = []
     for scheme, rounds in cases:
-        handler = password_step._HANDLERS[scheme]
-        password_step.hash_password(plaintext, scheme, rounds)  # warm up
+        passwords.hash_password(plaintext, scheme, rounds)  # warm up
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            password_step.hash_password(plaintext, scheme, rounds)
+            passwords.hash_password(plaintext, scheme, rounds)
             times.append(time.perf_counter() - started)
         median_ms = stats.spread([t * 1000.0 for t in times])
         results.append({
             'scheme': scheme,
             'rounds': rounds if rounds is not None
-            else handler.default_rounds,
+            else passwords.default_rounds(scheme),
             'default_rounds': rounds is None,
-            'backend': handler.get_backend(),
+            'backend': passwords.hash_backend(scheme),
             'ms': median_ms,
             'hashes_per_second_one_core': round(
                 1000.0 / median_ms['median'], 2),
@@ -885,7 +888,9 @@ def run(args) -> dict:
     sandbox_dir = tempfile.mkdtemp(prefix='rescue-worker-bench-',
                                    dir=args.sandbox_dir or
                                    default_sandbox_parent())
-    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    env = dict(os.environ, PYTHONWARNINGS='ignore',
+               PYTHONPATH=os.pathsep.join(
+                   filter(None, [SOURCE_ROOT, os.environ.get('PYTHONPATH')])))
     env.pop(bare.URL_ENV, None)
     bare_env = dict(env, **{bare.URL_ENV: url})
     notes = ['steps: %s (%s)' % (','.join(steps), steps_why)]
@@ -910,7 +915,7 @@ def run(args) -> dict:
         hashing = measure_hashing(args.hash_repeats)
 
     conductor = Conductor(url)
-    password_hash = password_step.hash_password(
+    password_hash = passwords.hash_password(
         secrets.token_urlsafe(15), 'sha512_crypt')
     broker = broker_meter()
     if broker is None:
@@ -1008,7 +1013,7 @@ def write_outputs(report: dict, output_dir: str, plot: bool = True
         f.write('\n')
     written.append(json_file)
     if plot and report.get('fleet'):
-        from rescue_worker.bench import plot as bench_plot
+        from benchmarks import plot as bench_plot
 
         png = os.path.join(output_dir, 'bench.png')
         bench_plot.plot(report, png)
