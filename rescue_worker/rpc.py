@@ -8,7 +8,9 @@ many workers, each with its own configuration, can live in one process.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import threading
 
 import oslo_messaging
 from oslo_config import cfg
@@ -90,6 +92,21 @@ def private_key_files(conf: cfg.ConfigOpts) -> list[str]:
     return paths
 
 
+def check_option_values(conf: cfg.ConfigOpts) -> None:
+    """Read every option of the worker and of oslo.messaging once, so that
+    a value of the wrong type fails now, as one configuration error,
+    rather than as a traceback from wherever it is first used.
+
+    :raises cfg.Error: the first value that cannot be used.
+    """
+    groups = [(rw_conf.GROUP, rw_conf.ALL_OPTS)]
+    groups.extend(messaging_opts.list_opts())
+    for group, opts in groups:
+        holder = conf if group is None else getattr(conf, group)
+        for opt in opts:
+            getattr(holder, opt.dest)
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the worker's own and oslo.messaging's options."""
     rw_conf.register_opts(conf)
@@ -141,6 +158,50 @@ def get_server(conf: cfg.ConfigOpts, transport: oslo_messaging.Transport,
         transport, server_target(conf), endpoints,
         serializer=oslo_messaging.NoOpSerializer(),
         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+
+
+class CredentialsRefused(logging.Handler):
+    """Notices that RabbitMQ refused the credentials of ``transport_url``.
+
+    The rabbit driver retries a refused login for ever, as it does an
+    unreachable broker, and only logs it (``ACCESS_REFUSED``). Retrying
+    cannot fix wrong credentials, so the worker watches for that log while
+    it starts and exits with a configuration error instead.
+    """
+
+    LOGGER = 'oslo_messaging._drivers.impl_rabbit'
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if 'ACCESS_REFUSED' in record.getMessage() or (
+                record.exc_info and record.exc_info[1] is not None
+                and credentials_refused(record.exc_info[1])):
+            self.seen.set()
+
+    def __enter__(self) -> CredentialsRefused:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def credentials_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broker refusing the login (AMQP 403)."""
+    return (type(exc).__name__ == 'AccessRefused'
+            or 'ACCESS_REFUSED' in str(exc))
+
+
+def broker_user(conf: cfg.ConfigOpts) -> str:
+    """The user name(s) of ``transport_url``, for an operator's message."""
+    try:
+        url = oslo_messaging.TransportURL.parse(conf)
+    except oslo_messaging.InvalidTransportURL:
+        return '(an invalid transport_url)'
+    return ', '.join(sorted({str(host.username) for host in url.hosts}))
 
 
 def broker_hosts(conf: cfg.ConfigOpts) -> str:

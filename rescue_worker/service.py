@@ -21,6 +21,7 @@ from rescue_worker import accounts
 from rescue_worker import agent_token
 from rescue_worker import contract
 from rescue_worker import endpoint as rw_endpoint
+from rescue_worker import errors
 from rescue_worker import journal as rw_journal
 from rescue_worker import lockdown
 from rescue_worker import notify
@@ -244,21 +245,42 @@ class RescueWorker:
         starter = threading.Thread(target=start, name='rescue-worker-start',
                                    daemon=True)
         began = time.monotonic()
-        starter.start()
-        next_report = self.BROKER_REPORT_INTERVAL
-        while starter.is_alive():
-            if self._stop_requested.wait(1.0) and starter.is_alive():
-                raise StartAbandoned(
-                    'stopped (%s) before the broker at %s answered; no '
-                    'request was taken' % (self.stop_reason,
-                                           rpc.broker_hosts(self.conf)))
-            waited = time.monotonic() - began
-            if starter.is_alive() and waited >= next_report:
-                LOG.warning('Still connecting to the broker at %s after '
-                            '%d s', rpc.broker_hosts(self.conf), waited)
-                next_report += self.BROKER_REPORT_INTERVAL
+        with rpc.CredentialsRefused() as refused:
+            starter.start()
+            next_report = self.BROKER_REPORT_INTERVAL
+            while starter.is_alive():
+                self._check_start(starter, refused)
+                waited = time.monotonic() - began
+                if starter.is_alive() and waited >= next_report:
+                    LOG.warning('Still connecting to the broker at %s '
+                                'after %d s', rpc.broker_hosts(self.conf),
+                                waited)
+                    next_report += self.BROKER_REPORT_INTERVAL
         if failure:
+            if rpc.credentials_refused(failure[0]):
+                raise self._credentials_refused() from None
             raise failure[0]
+
+    def _credentials_refused(self) -> errors.ConfigurationError:
+        return errors.ConfigurationError(
+            'the broker at %s refused the credentials of user %s; fix '
+            'transport_url (or the broker user) and start the worker '
+            'again' % (rpc.broker_hosts(self.conf),
+                       rpc.broker_user(self.conf)))
+
+    def _check_start(self, starter: threading.Thread,
+                     refused: rpc.CredentialsRefused) -> None:
+        """Wait a moment for the start; raise if it cannot end well."""
+        stop_requested = self._stop_requested.wait(1.0)
+        if not starter.is_alive():
+            return
+        if refused.seen.is_set():
+            raise self._credentials_refused()
+        if stop_requested:
+            raise StartAbandoned(
+                'stopped (%s) before the broker at %s answered; no request '
+                'was taken' % (self.stop_reason,
+                               rpc.broker_hosts(self.conf)))
 
     # -- lockdown ----------------------------------------------------------
 

@@ -28,7 +28,15 @@ def parse_config(argv: list[str] | None) -> cfg.ConfigOpts:
     log.register_options(conf)
     conf(argv, project='rescue-worker', prog='rescue-worker',
          version=version.version_string())
+    rpc.check_option_values(conf)
     return conf
+
+
+def _exit_now(status: int) -> None:
+    """Exit without waiting for threads that never end (a connection
+    retried for ever, a request stuck in a step)."""
+    logging.shutdown()
+    os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         return worker.run()
     except service.StartAbandoned as exc:
         LOG.warning('Exiting: %s', exc)
-        logging.shutdown()
         # The thread that connects retries for ever; nothing to wait for.
-        os._exit(0)
+        _exit_now(0)
+    except errors.ConfigurationError as exc:
+        LOG.error('Cannot start: %s', exc)
+        _exit_now(EXIT_CONFIG)
     except service.ShutdownTimeout as exc:
         LOG.error('Exiting with a request still running: %s', exc)
-        logging.shutdown()
-        # The stuck request's thread would keep a normal exit waiting.
-        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+        _exit_now(EXIT_SHUTDOWN_TIMEOUT)
 
 
 if __name__ == '__main__':

@@ -238,6 +238,22 @@ class WorkerProcess:
                     text += f.read()
         return text
 
+    def wait_for_log(self, text, timeout=TIMEOUT):
+        """Wait until the worker logged ``text``, or fail with its log;
+        the log file is the only sign some states give."""
+        deadline = time.monotonic() + timeout
+        polled = threading.Event()
+        while text not in self.logs():
+            if self.proc.poll() is not None:
+                raise AssertionError('rescue-worker exited with %s before '
+                                     'logging %r:\n%s' % (
+                                         self.proc.returncode, text,
+                                         self.logs()[-4000:]))
+            if time.monotonic() >= deadline:
+                raise AssertionError('rescue-worker did not log %r within '
+                                     '%.0f s' % (text, timeout))
+            polled.wait(0.1)
+
     def kill(self):
         for proc in self.runs:
             if proc.poll() is None:
