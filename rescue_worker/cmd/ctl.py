@@ -463,19 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_messaging_args(p: argparse.ArgumentParser) -> None:
+def _broker_command(sub: argparse._SubParsersAction, name: str,
+                    help_text: str, func: Callable[[argparse.Namespace], int]
+                    ) -> argparse.ArgumentParser:
+    """The parser of a command that talks to a broker, with the messaging
+    options every such command takes."""
+    p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+    p.set_defaults(func=func)
     p.add_argument('--config-file',
                    help='oslo.config file with [DEFAULT] transport_url '
                         'and [oslo_messaging_*] options')
     p.add_argument('--transport-url',
                    help='broker URL, e.g. rabbit://user:pass@host:5672/')
     p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC)
+    return p
 
 
 def _add_finalize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('finalize', help='rescue one or more nodes',
-                       allow_abbrev=False)
-    _add_messaging_args(p)
+    p = _broker_command(sub, 'finalize', 'rescue one or more nodes',
+                        cmd_finalize)
     p.add_argument('nodes', nargs='*', metavar='NODE')
     p.add_argument('--nodes-file',
                    help='file with one "NODE [TOKEN]" per line')
@@ -495,30 +501,24 @@ def _add_finalize(sub: argparse._SubParsersAction) -> None:
                    help='with --wait, cast a request again when no start '
                         'notification came (or no worker listened) within '
                         'this many seconds; 3 casts in all')
-    p.set_defaults(func=cmd_finalize)
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('status', help="show a worker's state",
-                       allow_abbrev=False)
-    _add_messaging_args(p)
+    p = _broker_command(sub, 'status', "show a worker's state", cmd_status)
     p.add_argument('node', metavar='NODE')
     p.add_argument('--token-file')
     p.add_argument('--timeout', type=float, default=30.0)
-    p.set_defaults(func=cmd_status)
 
 
 def _add_watch(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('watch', help='print notifications as they come',
-                       allow_abbrev=False)
-    _add_messaging_args(p)
+    p = _broker_command(sub, 'watch', 'print notifications as they come',
+                        cmd_watch)
     p.add_argument('--node', help='only this node')
     p.add_argument('--json', action='store_true', help='JSON lines')
     p.add_argument('--count', type=int, default=0,
                    help='exit after this many notifications')
     p.add_argument('--timeout', type=float, default=0,
                    help='exit after this many seconds (0: never)')
-    p.set_defaults(func=cmd_watch)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
