@@ -324,3 +324,53 @@ def test_sigkill_at_each_point_of_a_request(point, tmp_path, witness,
     # Lockdown is complete: nothing secret stays on the node.
     assert not os.path.exists(worker.token_file)
     assert not os.path.exists(worker.config_file)
+
+
+# -- SIGTERM while the end waits for the broker ----------------------------
+
+def test_sigterm_while_the_end_waits_for_the_broker(rabbit, durable):
+    # Found by the fail-closed review: the worker exited 0 here with the
+    # token and the broker credentials on disk, and the unit never
+    # restarted it. Now it exits 4 (Restart=on-failure starts it again),
+    # and the restart publishes the end and locks down.
+    witness, conductor, _, processes = durable
+    worker = processes(steps='password,gate,account,verify',
+                       notification_retry=0)
+    worker.start()
+    broker.wait_process_ready(witness, worker)
+    request_id = conductor.cast(worker.node_id, worker.token)
+    assert worker.wait_in_gate() == request_id
+
+    node = rabbit.nodes[0]
+    rabbit.driver.kill_node(node)
+    try:
+        worker.open_gate()
+        worker.wait_for_log('did not reach the broker; publishing it again')
+        worker.signal(signal.SIGTERM)
+        status = worker.wait(timeout=120)
+        # Not locked down: the secrets wait for the restart to finish.
+        token_kept = os.path.exists(worker.token_file)
+    finally:
+        rabbit.driver.start_node(node)
+    assert status == 4, worker.logs()[-3000:]
+    assert token_kept
+
+    worker.start()
+    outcome = conductor.wait([request_id], timeout=120,
+                             start_timeout=30)[request_id]
+    assert worker.wait(timeout=60) == 0
+    witness.settle([request_id])
+    ends, replays, counts = ends_and_replays(witness, [request_id])
+    print(broker.record(
+        'SIGTERM while the end waits for the broker',
+        'broker killed after the steps, SIGTERM during the re-publishing, '
+        'broker and worker started again', [request_id],
+        {request_id: outcome},
+        {request_id: broker.completed_runs(worker, request_id)}, ends,
+        witness=witness, replays=replays, exit_status=status))
+    assert outcome.succeeded, outcome
+    assert broker.completed_runs(worker, request_id) == 1
+    assert ends[request_id] + replays[request_id] >= 1, counts
+    assert ends[request_id] <= 1, counts
+    assert not os.path.exists(worker.token_file)
+    assert not os.path.exists(worker.config_file)
