@@ -84,7 +84,7 @@ security_opts = [
                 help='Schemes accepted for a pre-hashed password '
                      '(hashed=True). MD5-crypt and DES are never accepted.'),
     cfg.IntOpt('max_sha_crypt_rounds',
-               default=passwords.DEFAULT_MAX_SHA_CRYPT_ROUNDS,
+               default=passwords.DEFAULT_CAPS.sha_crypt_rounds,
                min=passwords.MIN_SHA_CRYPT_ROUNDS,
                help='Highest "rounds" of a sha512_crypt or sha256_crypt '
                     'hash: a pre-hashed password above it is refused with '
@@ -93,7 +93,7 @@ security_opts = [
                     'hashed at passlib\'s default (656000 for sha512_crypt) '
                     'or at this cap if it is lower.'),
     cfg.IntOpt('max_bcrypt_cost',
-               default=passwords.DEFAULT_MAX_BCRYPT_COST,
+               default=passwords.DEFAULT_CAPS.bcrypt_cost,
                min=passwords.MIN_BCRYPT_COST,
                max=31,
                help='Highest cost (log2 of the rounds) of a bcrypt hash: a '

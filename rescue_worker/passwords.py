@@ -52,37 +52,11 @@ MAX_LENGTH = 4096
 
 SHA_CRYPT_SCHEMES = frozenset({'sha512_crypt', 'sha256_crypt'})
 
-# The caps' defaults stay well above passlib's own defaults (656000 rounds
-# for sha512_crypt, 535000 for sha256_crypt, cost 12 for bcrypt), so that a
-# hash made by passlib, mkpasswd or this project's client always passes,
-# and well below what makes a login hang (1000000 rounds take about 0.2 s
-# on a current x86 core; every bcrypt cost step doubles the time).
-DEFAULT_MAX_SHA_CRYPT_ROUNDS = 1_000_000
-DEFAULT_MAX_BCRYPT_COST = 14
 # The lowest costs passlib (and glibc) produce; a cap below them would
 # refuse every hash of the scheme.
 MIN_SHA_CRYPT_ROUNDS = 1000
 MIN_BCRYPT_COST = 4
 
-
-@dataclasses.dataclass(frozen=True)
-class CostCaps:
-    """The highest hash cost accepted: SHA-crypt ``rounds`` and the bcrypt
-    cost (log2 of its rounds), as ``[rescue_worker] max_sha_crypt_rounds``
-    and ``max_bcrypt_cost`` configure them on a node."""
-
-    sha_crypt_rounds: int = DEFAULT_MAX_SHA_CRYPT_ROUNDS
-    bcrypt_cost: int = DEFAULT_MAX_BCRYPT_COST
-
-    def limit(self, scheme: str) -> int:
-        """The cap of ``scheme``, in passlib's ``rounds`` of the scheme."""
-        if scheme in SHA_CRYPT_SCHEMES:
-            return self.sha_crypt_rounds
-        return self.bcrypt_cost
-
-
-#: the caps of a node that configures none
-DEFAULT_CAPS = CostCaps()
 
 _WEAK = 'a weak scheme that is never accepted'
 _LEGACY = 'a legacy scheme that is never accepted'
@@ -129,6 +103,32 @@ _TOOLS = {
 
 _HANDLERS = {name: passlib_registry.get_crypt_handler(name)
              for name in _KNOWN_SCHEMES}
+
+
+@dataclasses.dataclass(frozen=True)
+class CostCaps:
+    """The highest hash cost accepted: SHA-crypt ``rounds`` and the bcrypt
+    cost (log2 of its rounds), as ``[rescue_worker] max_sha_crypt_rounds``
+    and ``max_bcrypt_cost`` configure them on a node."""
+
+    # The defaults stay well above passlib's own (656000 rounds for
+    # sha512_crypt, 535000 for sha256_crypt, cost 12 for bcrypt), so that
+    # a hash made by passlib, mkpasswd or this project's client always
+    # passes, and well below what makes a login hang (1000000 rounds take
+    # about 0.2 s on a current x86 core; each bcrypt cost step doubles
+    # the time).
+    sha_crypt_rounds: int = 1_000_000
+    bcrypt_cost: int = 14
+
+    def limit(self, scheme: str) -> int:
+        """The cap of ``scheme``, in passlib's ``rounds`` of the scheme."""
+        if scheme in SHA_CRYPT_SCHEMES:
+            return self.sha_crypt_rounds
+        return self.bcrypt_cost
+
+
+#: the caps of a node that configures none
+DEFAULT_CAPS = CostCaps()
 
 
 # -- hashing -----------------------------------------------------------------
