@@ -404,7 +404,7 @@ class Conductor:
             with self._lock:
                 if all(r in self._ends for r in cast_at
                        if outcomes[r].status in (rw_client.ENDED,
-                                                 rw_client.FAILED)):
+                                                 rw_client.ERRORED)):
                     break
             time.sleep(0.01)
         with self._lock:
@@ -413,7 +413,8 @@ class Conductor:
             seen = sum(self._seen.pop(r, 0) for r in cast_at)
         ended = [r for r in cast_at
                  if outcomes[r].status == rw_client.ENDED and r in ends]
-        failed = [r for r in cast_at if outcomes[r].status == rw_client.FAILED]
+        failed = [r for r in cast_at
+                  if outcomes[r].status == rw_client.ERRORED]
         errors: dict[str, int] = {}
         samples: list[str] = []
         for r in failed:
