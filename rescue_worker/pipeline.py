@@ -42,11 +42,18 @@ class RescueRequest:
     # the secret must never ride along.
     rescue_password: str = dataclasses.field(repr=False)
     hashed: bool = False
+    #: the plaintext's hash, once the password step's check made it
+    password_hash: str | None = dataclasses.field(default=None, repr=False)
 
     def journal_data(self) -> dict:
-        """What the journal keeps so that a crash can run it again."""
-        return {'rescue_password': self.rescue_password,
-                'hashed': self.hashed}
+        """What the journal keeps so that a crash can run it again: the
+        hash, never the plaintext (the disk outlives the request)."""
+        if self.password_hash is not None:
+            return {'rescue_password': self.password_hash, 'hashed': True}
+        if not self.hashed:
+            raise ValueError('a plaintext password must be hashed before '
+                             'it is journaled')
+        return {'rescue_password': self.rescue_password, 'hashed': True}
 
     @classmethod
     def from_journal(cls, request_id: str, data: dict) -> RescueRequest:
@@ -122,6 +129,13 @@ class Pipeline:
         """Every step's ``check``; the request to journal and run."""
         for step in self.steps:
             request = step.check(request) or request
+        if not request.hashed and request.password_hash is None:
+            # Only a hash may reach the journal, and no step made one.
+            raise errors.RescueError(
+                errors.PLAINTEXT_REFUSED,
+                'no step of this node hashes a plaintext password; send '
+                'it hashed (hashed=true), or add "password" to '
+                '[rescue_worker] steps on the node')
         return request
 
     def run(self, request: RescueRequest) -> PipelineResult:

@@ -12,6 +12,8 @@ configuration to it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from rescue_worker import errors
 from rescue_worker import passwords
 from rescue_worker import pipeline
@@ -30,24 +32,30 @@ class PasswordStep(pipeline.Step):
 
     name = 'password'
 
-    def check(self, request: pipeline.RescueRequest) -> None:
-        """Refuse a password (or hash) that could never be used.
+    def check(self, request: pipeline.RescueRequest
+              ) -> pipeline.RescueRequest | None:
+        """Refuse a password (or hash) that could never be used, and hash
+        a plaintext one now, so that only the hash reaches the journal.
 
         Pure: reads the configuration only.
         """
-        self._checked_scheme(request)
+        scheme = self._checked_scheme(request)
+        if request.hashed or request.password_hash is not None:
+            return None
+        return dataclasses.replace(request, password_hash=(
+            passwords.hash_password(request.rescue_password, scheme,
+                                    caps=self._caps())))
 
     def run(self, request: pipeline.RescueRequest,
             state: pipeline.RescueState) -> str:
         # Checking again is cheap and keeps run() safe on its own.
         scheme = self._checked_scheme(request)
+        state.hash_scheme = scheme
         if request.hashed:
             state.password_hash = request.rescue_password
-            state.hash_scheme = scheme
             return 'accepted a %s hash' % scheme
-        state.password_hash = passwords.hash_password(
+        state.password_hash = request.password_hash or passwords.hash_password(
             request.rescue_password, scheme, caps=self._caps())
-        state.hash_scheme = scheme
         return 'hashed with %s' % scheme
 
     def _caps(self) -> passwords.CostCaps:

@@ -1,12 +1,15 @@
 """Fakes for building the worker's parts directly in unit tests (the first
 level; the whole worker on fake:// is the second)."""
 
+import dataclasses
 import threading
 
 from rescue_worker import errors
 from rescue_worker import notify
 from rescue_worker import payloads
 from rescue_worker import pipeline
+
+FAKE_HASH = '$6$rounds=5000$fakesalt$fakehash'
 
 
 class RecordingStep(pipeline.Step):
@@ -25,6 +28,10 @@ class RecordingStep(pipeline.Step):
         if self.replace_password is not None:
             return pipeline.RescueRequest(request.request_id,
                                           self.replace_password, True)
+        if self.name == 'password' and not request.hashed:
+            # As the real password step does: only a hash is journaled.
+            return dataclasses.replace(request,
+                                       password_hash=FAKE_HASH)
         return None
 
     def run(self, request, state):

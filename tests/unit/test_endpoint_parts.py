@@ -81,7 +81,7 @@ def test_after_lockdown_a_new_request_is_not_run(parts):
 
 
 def test_a_failed_rescue_does_not_lock_down(tmp_path):
-    parts = Parts(tmp_path, steps=[RecordingStep(
+    parts = Parts(tmp_path, steps=[RecordingStep('password'), RecordingStep(
         'account', fail_with=errors.ACCOUNT_FAILED)])
 
     data = parts.finalize()
@@ -184,6 +184,27 @@ def test_the_journal_keeps_what_check_handed_on(tmp_path):
         on_disk = f.read()
     assert PASSWORD not in on_disk
     assert parts.steps[0].runs[0].hashed is True
+
+
+def test_only_the_hash_reaches_the_journal(parts):
+    parts.endpoint._lockdown = None
+
+    parts.finalize()
+
+    with open(parts.journal._file('req-1')) as f:
+        on_disk = f.read()
+    assert PASSWORD not in on_disk
+
+
+def test_a_plaintext_password_with_no_step_to_hash_it_is_refused(
+        tmp_path):
+    parts = Parts(tmp_path, steps=[RecordingStep('account')])
+
+    data = parts.finalize()
+
+    assert data['error']['code'] == errors.PLAINTEXT_REFUSED
+    assert '"password" to [rescue_worker] steps' in data['error']['message']
+    assert parts.journal.get('req-1') is None
 
 
 def test_recover_runs_an_interrupted_request_again(parts):

@@ -60,11 +60,29 @@ def test_check_hands_on_the_request_a_step_replaced():
     assert checked.request_id == REQUEST.request_id
 
 
-def test_check_keeps_the_request_when_no_step_replaces_it():
-    checked = pipeline.Pipeline([RecordingStep('a')], 'rescue').check(
-        REQUEST)
+def test_check_keeps_a_hashed_request_no_step_replaces():
+    hashed = pipeline.RescueRequest('req-1', '$6$x$y', hashed=True)
 
-    assert checked is REQUEST
+    checked = pipeline.Pipeline([RecordingStep('a')], 'rescue').check(
+        hashed)
+
+    assert checked is hashed
+
+
+def test_check_refuses_a_plaintext_no_step_hashed():
+    with pytest.raises(errors.RescueError) as raised:
+        pipeline.Pipeline([RecordingStep('a')], 'rescue').check(REQUEST)
+
+    assert raised.value.code == errors.PLAINTEXT_REFUSED
+
+
+def test_the_journal_gets_the_hash_not_the_plaintext():
+    checked = pipeline.Pipeline([RecordingStep('password')],
+                                'rescue').check(REQUEST)
+
+    assert checked.journal_data() == {'rescue_password': checked.password_hash,
+                                      'hashed': True}
+    assert 'hunter2' not in repr(checked)
 
 
 def test_the_password_never_shows_in_a_request_repr():
