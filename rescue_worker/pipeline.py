@@ -184,6 +184,10 @@ def load_step(name: str, conf: cfg.ConfigOpts) -> Step:
             'that name in namespace %s. Install the package that provides '
             'it or remove it from the list.' % (name, STEP_NAMESPACE)
         ) from None
+    except errors.ConfigurationError:
+        # The step's own message (a DHCP backend it cannot load, say)
+        # already says what to fix.
+        raise
     except Exception as exc:
         raise errors.ConfigurationError(
             'Step %r in [rescue_worker] steps failed to load (%s: %s); '

@@ -24,14 +24,16 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from rescue_worker import conf as rw_conf
+from rescue_worker import errors
 from rescue_worker.network import base as net_base
 from rescue_worker.network import keeper
 
 LOG = logging.getLogger(__name__)
 
-#: what the keeper's environment keeps of the worker's; the worker's own
-#: may hold OS_* option overrides with credentials
-ENVIRONMENT_KEEPS = ('PATH', 'LANG', 'LC_ALL', 'TZ')
+#: what the keeper's environment keeps of the worker's (PYTHONPATH: a DHCP
+#: backend plug-in may live there); the worker's own may hold OS_* option
+#: overrides with credentials
+ENVIRONMENT_KEEPS = ('PATH', 'PYTHONPATH', 'LANG', 'LC_ALL', 'TZ')
 
 
 def keeper_argv(conf: cfg.ConfigOpts, interfaces: Sequence[str]) -> list[str]:
@@ -90,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    try:
+        backend = net_base.load_backend(conf)
+    except errors.ConfigurationError as exc:
+        LOG.error('Cannot keep the tenant network: %s', exc)
+        return 2
     result = keeper.TenantNetworkKeeper(
-        net_base.get_backend(conf), args.interfaces,
+        backend, args.interfaces,
         interval=group.tenant_renew_interval,
         period=group.tenant_renew_period,
         renew_timeout=min(group.dhcp_timeout, group.tenant_renew_interval),

@@ -74,7 +74,7 @@ if args['op'] == 'step':
         out['error'] = None
     except errors.RescueError as exc:
         out['error'] = exc.as_dict()
-    out['interfaces'] = state.interfaces
+    out['interfaces'] = [entry.to_data() for entry in state.interfaces]
 elif args['op'] == 'renew':
     out['status'] = base.get_backend(conf).renew(
         args['interface'], conf.rescue_worker.dhcp_timeout)
