@@ -20,17 +20,21 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Mapping
 
 import oslo_messaging
 
 from rescue_worker import contract
 from rescue_worker import passwords
 from rescue_worker import payloads
+
+LOG = logging.getLogger(__name__)
 
 # Importable from here as before; both ends of the wire take them from
 # contract.
@@ -76,6 +80,18 @@ class _Sent:
     ctxt: dict
     kwargs: dict = dataclasses.field(repr=False)
     casts: int = 1
+
+
+@dataclasses.dataclass
+class _Received:
+    """One notification as the waiter got it; ``verdict`` says whether
+    its ``mac`` was found right (None: not decided yet)."""
+
+    event_type: str
+    publisher_id: str
+    payload: dict = dataclasses.field(repr=False)
+    data: dict = dataclasses.field(repr=False)
+    verdict: bool | None = None
 
 
 @dataclasses.dataclass
@@ -193,6 +209,15 @@ class RescueWorkerClient:
         with self._lock:
             return self._sent[request_id].casts
 
+    def sent_to(self, request_id: str) -> tuple[str, str | None] | None:
+        """The node a request was cast to and the token it carried, or
+        None for a request this client did not send (or forgot)."""
+        with self._lock:
+            sent = self._sent.get(request_id)
+            if sent is None:
+                return None
+            return sent.node_id, sent.kwargs.get('agent_token')
+
     def forget(self, request_id: str) -> None:
         """Drop what is kept for re-casting (it holds the hash)."""
         with self._lock:
@@ -225,16 +250,25 @@ class CompletionWaiter:
     def __init__(self, notification_transport: oslo_messaging.Transport,
                  exchange: str = contract.CONTROL_EXCHANGE,
                  topic: str = 'notifications',
-                 on_notification: Callable[[str, dict], None] | None = None
-                 ) -> None:
+                 on_notification: Callable[[str, dict], None] | None = None,
+                 node_tokens: Mapping[str, str] | None = None) -> None:
         self.transport = notification_transport
         self.exchange = exchange
         self.topic = topic
         self.on_notification = on_notification
+        #: node id -> token, for nodes whose notifications must carry the
+        #: token's ``mac`` (requests cast by ``wait``'s client are checked
+        #: with the token they were cast with)
+        self.node_tokens = dict(node_tokens or {})
+        #: notifications ignored because their ``mac`` was wrong: forged,
+        #: or from a node whose token is not the one the conductor holds
+        self.forgeries = 0
         self.pool = 'rescue-worker-waiter-%s' % uuid.uuid4().hex
         self._cond = threading.Condition()
-        self._started: dict[str, dict] = {}
-        self._outcomes: dict[str, tuple[str, dict]] = {}
+        # request id -> the notifications received for it, in order;
+        # which are authentic is decided when a token is known
+        self._received: dict[str, list[_Received]] = {}
+        self._client: RescueWorkerClient | None = None
         self._listener = None
 
     # -- listener life cycle -------------------------------------------------
@@ -260,21 +294,64 @@ class CompletionWaiter:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _record(self, event_type: str, payload: dict) -> None:
+    def _record(self, event_type: str, publisher_id: str,
+                payload: dict) -> None:
         try:
             data = payloads.payload_data(payload)
             request_id = data.get('request_id')
         except (KeyError, TypeError, AttributeError):
             return
+        received = _Received(event_type, publisher_id, payload, data)
         with self._cond:
-            if event_type == payloads.EVENT_START:
-                self._started.setdefault(request_id, data)
-            elif event_type in _OUTCOME_STATUS:
-                self._outcomes.setdefault(
-                    request_id, (_OUTCOME_STATUS[event_type], data))
+            self._received.setdefault(request_id, []).append(received)
+            authentic = self._authentic(request_id, received)
             self._cond.notify_all()
-        if self.on_notification is not None:
+        if self.on_notification is not None and authentic:
             self.on_notification(event_type, data)
+
+    def _token(self, request_id: str, data: dict) -> str | None:
+        sent = (self._client.sent_to(request_id)
+                if self._client is not None else None)
+        if sent is not None:
+            # The node the request went to, not the one the data names:
+            # a forger names whichever node it likes.
+            return sent[1] or self.node_tokens.get(sent[0])
+        return self.node_tokens.get(data.get('node_id'))
+
+    def _authentic(self, request_id: str, received: _Received) -> bool:
+        """Whether to believe ``received``; a forgery is counted and logged
+        once. Called with the condition held."""
+        if received.verdict is None:
+            token = self._token(request_id, received.data)
+            if token is None:
+                # Nothing to check it with yet; decided again once the
+                # request's client or the node's token is known.
+                return True
+            received.verdict = payloads.authentic(
+                received.event_type, received.publisher_id,
+                received.payload, token)
+            if not received.verdict:
+                self.forgeries += 1
+                LOG.warning('Ignoring a %s notification for request %s '
+                            'whose mac does not match the token of node '
+                            '%s: forged, or the node has another token',
+                            received.event_type, request_id,
+                            received.data.get('node_id'))
+        return received.verdict
+
+    def _first(self, request_id: str, event_types) -> _Received | None:
+        """The first authentic notification of ``event_types``."""
+        for received in self._received.get(request_id, ()):
+            if (received.event_type in event_types
+                    and self._authentic(request_id, received)):
+                return received
+        return None
+
+    def _has_outcome(self, request_id: str) -> bool:
+        return self._first(request_id, _OUTCOME_STATUS) is not None
+
+    def _has_started(self, request_id: str) -> bool:
+        return self._first(request_id, (payloads.EVENT_START,)) is not None
 
     # -- waiting ------------------------------------------------------------
 
@@ -297,9 +374,11 @@ class CompletionWaiter:
         deadline = time.monotonic() + timeout
         recasts = _Recasts(client, pending, start_timeout, max_casts)
         with self._cond:
+            if client is not None:
+                self._client = client
             while True:
                 open_ids = [rid for rid in pending
-                            if rid not in self._outcomes
+                            if not self._has_outcome(rid)
                             and rid not in recasts.unreachable]
                 if not open_ids or time.monotonic() >= deadline:
                     break
@@ -319,7 +398,7 @@ class CompletionWaiter:
         """
         wakes = []
         for rid in open_ids:
-            if rid in self._started or not recasts.has_casts_left(rid):
+            if self._has_started(rid) or not recasts.has_casts_left(rid):
                 continue
             if recasts.overdue(rid):
                 # Never hold the lock across the broker: a cast that waits
@@ -335,15 +414,16 @@ class CompletionWaiter:
     def _outcome(self, request_id: str, client: RescueWorkerClient | None,
                  unreachable: bool = False) -> Outcome:
         casts = client.casts(request_id) if client is not None else 1
-        started = request_id in self._started
-        if request_id in self._outcomes:
-            kind, data = self._outcomes[request_id]
-            return Outcome(request_id, data.get('node_id'), kind, data,
-                           started, casts)
-        node_id = self._started.get(request_id, {}).get('node_id')
+        start = self._first(request_id, (payloads.EVENT_START,))
+        outcome = self._first(request_id, _OUTCOME_STATUS)
+        if outcome is not None:
+            return Outcome(request_id, outcome.data.get('node_id'),
+                           _OUTCOME_STATUS[outcome.event_type], outcome.data,
+                           start is not None, casts)
+        node_id = start.data.get('node_id') if start is not None else None
         return Outcome(request_id, node_id,
                        NOT_LISTENING if unreachable else TIMED_OUT,
-                       None, started, casts)
+                       None, start is not None, casts)
 
 
 class _Recasts:
@@ -391,7 +471,7 @@ class _WaiterEndpoint:
         self._waiter = waiter
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._waiter._record(event_type, payload)
+        self._waiter._record(event_type, publisher_id, payload)
 
     def error(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._waiter._record(event_type, payload)
+        self._waiter._record(event_type, publisher_id, payload)

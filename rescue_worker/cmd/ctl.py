@@ -264,7 +264,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         waiter = rw_client.CompletionWaiter(
             rpc.get_notification_transport(conf),
             on_notification=lambda event, data: progress.advance()
-            if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None)
+            if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None,
+            node_tokens={node: token for node, token in nodes if token})
         waiter.start()
     try:
         results, status = run_finalize(
@@ -273,6 +274,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     finally:
         if waiter is not None:
             waiter.stop()
+            report_forgeries(waiter)
     if args.wait:
         print(format_table(['node', 'outcome', 'ms', 'casts', 'detail'],
                            outcome_rows(results)))
@@ -300,6 +302,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if args.token_file and not args.node:
+        print('rescue-worker-ctl watch: --token-file needs --node (the '
+              'token is one node\'s)', file=sys.stderr)
+        return EXIT_USAGE
     conf = messaging_conf(args)
     done = threading.Event()
     seen = [0]
@@ -317,8 +323,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.count and seen[0] >= args.count:
             done.set()
 
+    tokens = {}
+    if args.token_file:
+        tokens[args.node] = read_secret_file(args.token_file)
     waiter = rw_client.CompletionWaiter(rpc.get_notification_transport(conf),
-                                        on_notification=show)
+                                        on_notification=show,
+                                        node_tokens=tokens)
     with waiter:
         # Said once the queue exists: from here on nothing is missed.
         print('watching %s notifications on exchange %s (Ctrl-C to stop)' %
@@ -327,7 +337,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
             done.wait(args.timeout or None)
         except KeyboardInterrupt:
             pass
+    report_forgeries(waiter)
     return EXIT_OK
+
+
+def report_forgeries(waiter: rw_client.CompletionWaiter) -> None:
+    """Say on stderr how many notifications were ignored as forged."""
+    if waiter.forgeries:
+        print('ignored %d notification(s) whose mac does not match the '
+              "node's token (forged, or the token is not the node's)" %
+              waiter.forgeries, file=sys.stderr, flush=True)
 
 
 # -- demo -------------------------------------------------------------------
@@ -514,6 +533,9 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p = _broker_command(sub, 'watch', 'print notifications as they come',
                         cmd_watch)
     p.add_argument('--node', help='only this node')
+    p.add_argument('--token-file',
+                   help="the node's agent token: with --node, show only "
+                        'notifications whose mac it verifies')
     p.add_argument('--json', action='store_true', help='JSON lines')
     p.add_argument('--count', type=int, default=0,
                    help='exit after this many notifications')

@@ -92,3 +92,60 @@ def test_finalize_wait_rescues_a_node_that_boots_after_the_cast(
     [end] = bus.wait_for('rescue_worker.finalize_rescue.end',
                        node_id=worker.node_id)
     assert end['replayed'] is False
+
+
+def _forge_end(node_id, request_id):
+    """An end for ``node_id`` as another node's tenant could publish it:
+    a real broker account, but not this node's token."""
+    import oslo_messaging
+
+    from rescue_worker import payloads
+    from rescue_worker import rpc
+    from tests.functional import broker
+    # The workers' control exchange, as a conductor configures it.
+    transport = rpc.get_notification_transport(
+        broker.messaging_conf(transport_url()))
+    try:
+        publisher_id = 'rescue-worker.%s' % node_id
+        notifier = oslo_messaging.Notifier(
+            transport, publisher_id=publisher_id, driver='messagingv2',
+            topics=['notifications'],
+            serializer=oslo_messaging.NoOpSerializer())
+        payload = payloads.FinalizeRescuePayload(
+            node_id=node_id, request_id=request_id).envelope(
+                payloads.EVENT_END, publisher_id, 'forger' * 8)
+        notifier.info({}, payloads.EVENT_END, payload)
+    finally:
+        transport.cleanup()
+
+
+def test_watch_with_the_token_shows_only_authentic_notifications(
+        bus, started_worker, secrets_used, tmp_path):
+    worker = started_worker()
+    password = 'watched %s' % uuid.uuid4()
+    secrets_used.append(password)
+    watcher = subprocess.Popen(
+        [CTL, 'watch', '--json', '--node', worker.node_id, '--token-file',
+         worker.token_file, '--count', '3', '--timeout', '120',
+         '--transport-url', transport_url()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        assert watcher.stderr.readline().startswith('watching ')
+        _forge_end(worker.node_id, 'req-forged')
+        request_id = 'req-%s' % uuid.uuid4()
+        bus.client(worker.node_id).cast(
+            {'request_id': request_id}, 'finalize_rescue',
+            rescue_password=password, agent_token=worker.token)
+        out, err = watcher.communicate(timeout=180)
+    finally:
+        watcher.kill()
+
+    assert watcher.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line['event_type'] for line in lines] == [
+        'rescue_worker.finalize_rescue.start',
+        'rescue_worker.finalize_rescue.end',
+        'rescue_worker.worker.stopped']
+    assert 'req-forged' not in out
+    assert 'ignored 1 notification(s) whose mac does not match' in err

@@ -267,3 +267,90 @@ def test_a_request_whose_last_cast_finds_no_queue_is_not_listening(
 
     assert outcome.status == rw_client.NOT_LISTENING
     assert outcome.casts == 3
+
+
+# -- authenticated outcomes ------------------------------------------------
+
+def _publish(worker, event_type, data, token, publisher_node=None):
+    """Publish as any holder of a broker account could: a node's own
+    notifier, or a forger's."""
+    publisher_id = 'rescue-worker.%s' % (publisher_node or worker.node_id)
+    notifier = oslo_messaging.Notifier(
+        worker.notification_transport, publisher_id=publisher_id,
+        driver='messagingv2', topics=['notifications'],
+        serializer=oslo_messaging.NoOpSerializer())
+    payload = payloads.FinalizeRescuePayload.from_data(data).envelope(
+        event_type, publisher_id, token)
+    send = notifier.error if event_type == payloads.EVENT_ERROR \
+        else notifier.info
+    send({}, event_type, payload)
+
+
+def _end_data(node_id, request_id):
+    return payloads.FinalizeRescuePayload(
+        node_id=node_id, request_id=request_id, username='rescue').to_data()
+
+
+def test_an_end_signed_with_another_token_is_ignored_and_counted(worker):
+    request_id = 'req-%s' % uuid.uuid4()
+    with rw_client.CompletionWaiter(
+            worker.notification_transport,
+            node_tokens={worker.node_id: worker.token}) as waiter:
+        _publish(worker, payloads.EVENT_END,
+                 _end_data(worker.node_id, request_id), 'x' * 64)
+
+        outcome = waiter.wait([request_id], timeout=2)[request_id]
+        assert outcome.status == rw_client.TIMED_OUT
+        assert waiter.forgeries == 1
+
+        _publish(worker, payloads.EVENT_END,
+                 _end_data(worker.node_id, request_id), worker.token)
+        outcome = waiter.wait([request_id], timeout=30)[request_id]
+    assert outcome.status == rw_client.ENDED
+    assert waiter.forgeries == 1
+
+
+def test_an_unsigned_end_for_a_node_with_a_token_is_ignored(worker):
+    request_id = 'req-%s' % uuid.uuid4()
+    with rw_client.CompletionWaiter(
+            worker.notification_transport,
+            node_tokens={worker.node_id: worker.token}) as waiter:
+        _publish(worker, payloads.EVENT_END,
+                 _end_data(worker.node_id, request_id), None)
+
+        outcome = waiter.wait([request_id], timeout=2)[request_id]
+    assert outcome.status == rw_client.TIMED_OUT
+    assert waiter.forgeries == 1
+
+
+def test_another_nodes_tenant_cannot_end_a_request_the_client_cast(
+        worker, client, waiter):
+    # Another node's tenant holds that node's broker account and token,
+    # and learns the request id: it forges an error for our request,
+    # naming its own node, before the worker is even cast to.
+    request_id = 'req-%s' % uuid.uuid4()
+    _publish(worker, payloads.EVENT_ERROR, dict(
+        _end_data('node-of-the-forger', request_id),
+        error={'code': 'internal', 'message': 'forged'}),
+        'f' * 64, publisher_node='node-of-the-forger')
+    waiter.wait([request_id], timeout=1)
+
+    client.finalize_rescue({}, worker.node_id, PASSWORD,
+                           agent_token=worker.token, request_id=request_id)
+    outcome = waiter.wait([request_id], timeout=30, client=client)[
+        request_id]
+
+    assert outcome.status == rw_client.ENDED
+    assert outcome.node_id == worker.node_id
+    assert waiter.forgeries == 1
+
+
+def test_without_a_token_the_waiter_takes_what_comes(worker):
+    request_id = 'req-%s' % uuid.uuid4()
+    with rw_client.CompletionWaiter(worker.notification_transport) as waiter:
+        _publish(worker, payloads.EVENT_END,
+                 _end_data(worker.node_id, request_id), None)
+
+        outcome = waiter.wait([request_id], timeout=30)[request_id]
+    assert outcome.status == rw_client.ENDED
+    assert waiter.forgeries == 0
