@@ -1,8 +1,8 @@
 """Every configuration option of rescue-worker, in one place.
 
 The names and defaults of the ``[rescue_worker]`` group are part of the
-contract with conductors and image builders (DESIGN.md section 4); add options
-freely, never rename or re-type one.
+contract with conductors and image builders; add options freely, never
+rename or re-type one.
 """
 
 from __future__ import annotations
@@ -109,10 +109,6 @@ account_opts = [
                default='rescue',
                regex=r'^[a-z_][a-z0-9_-]{0,30}$',
                help='Name of the account created for the tenant.'),
-    cfg.BoolOpt('sudo',
-                default=True,
-                help='Give the account sudo rights '
-                     '(etc/sudoers.d/<username> and the sudo group).'),
     cfg.BoolOpt('unlock_after_lockdown',
                 default=True,
                 help='Write the account locked ("!" before the hash in '
@@ -122,6 +118,10 @@ account_opts = [
                      'in while they are on disk. Takes effect only with '
                      'exit_after_rescue: without a lockdown, nothing would '
                      'unlock it, so it is written unlocked.'),
+    cfg.BoolOpt('sudo',
+                default=True,
+                help='Give the account sudo rights '
+                     '(etc/sudoers.d/<username> and the sudo group).'),
 ]
 
 pipeline_opts = [
@@ -144,9 +144,7 @@ network_opts = [
                     'installed stops the worker at start (exit status 2).'
                     % '; '.join('"%s" to %s' % backend
                                 for backend in DHCP_BACKENDS)),
-    cfg.IntOpt('dhcp_timeout',
-               default=30,
-               min=1,
+    cfg.IntOpt('dhcp_timeout', default=30, min=1,
                help='Seconds to wait for a DHCP lease; interfaces are '
                     'configured in parallel.'),
     cfg.ListOpt('skip_interfaces',
