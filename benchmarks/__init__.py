@@ -1,4 +1,4 @@
-"""The fleet benchmark of issue 6 (DESIGN.md section 9).
+"""The fleet benchmark of doc/performance.rst.
 
 ``python -m benchmarks run`` from the repository's root (``tox -e
 bench``, which starts a private RabbitMQ with pifpaf) rescues a fleet of N

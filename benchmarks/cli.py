@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m benchmarks', allow_abbrev=False,
         description='Fleet benchmark of rescue-worker against bare '
-                    'oslo.messaging servers on a real broker (DESIGN.md '
-                    'section 9). Run it under "pifpaf run rabbitmq --" '
-                    '(tox -e bench).')
+                    'oslo.messaging servers on a real broker '
+                    '(doc/performance.rst). Run it under "pifpaf run '
+                    'rabbitmq --" (tox -e bench).')
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('run', allow_abbrev=False,
                        help='run the benchmark, write JSON and PNG')

@@ -422,7 +422,7 @@ class Conductor:
             code = error.get('code', '?')
             errors[code] = errors.get(code, 0) + 1
             if len(samples) < 5:
-                # Error messages never hold a secret (DESIGN.md 3).
+                # Error messages never hold a secret (the wire contract).
                 samples.append('%s: %s' % (code, error.get('message')))
         step_ms: dict[str, list[float]] = {}
         for r in ended:

@@ -1,7 +1,7 @@
 """The conductor's side: cast ``finalize_rescue``, wait for the outcome,
 re-cast what was lost.
 
-Delivery is end to end (DESIGN.md section 6): the rabbit driver acks a cast
+Delivery is end to end (doc/reliability.rst): the rabbit driver acks a cast
 before the worker runs it and drops a cast to a queue that does not exist. So
 the client casts with the mandatory flag (a missing queue raises
 ``WorkerNotListening`` at once), and ``CompletionWaiter`` re-casts a request

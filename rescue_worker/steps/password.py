@@ -18,10 +18,6 @@ from rescue_worker import errors
 from rescue_worker import passwords
 from rescue_worker import pipeline
 
-# Deprecated: import hash_password from rescue_worker.passwords. Kept for
-# callers of the step module from before passwords.py existed.
-hash_password = passwords.hash_password
-
 
 class PasswordStep(pipeline.Step):
     """Hash the plaintext password, or vet the pre-hashed one.

@@ -330,9 +330,8 @@ class Conductor:
         self.waiter = rw_client.CompletionWaiter(
             self.notification_transport).start()
         # Hashed once: sha512_crypt is slow on purpose.
-        from rescue_worker.steps import password as password_step
-        self.password_hash = password_step.hash_password(
-            'rescue-%s' % uuid.uuid4().hex, 'sha512_crypt', 5000)
+        self.password_hash = self.client.hash_password(
+            'rescue-%s' % uuid.uuid4().hex)
         self.not_listening_at_first_cast: list[str] = []
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Least privilege on the broker (DESIGN.md section 7).
+"""Least privilege on the broker (doc/broker-permissions.rst).
 
 Each node's worker runs under its own RabbitMQ user, made by
 ``tools/rescue-worker-broker-user`` with the recipe of

@@ -1,5 +1,5 @@
-"""Security of a real ``rescue-worker`` process on a real RabbitMQ
-(DESIGN.md section 7): who may cast, how the token file is guarded, that
+"""Security of a real ``rescue-worker`` process on a real RabbitMQ:
+who may cast, how the token file is guarded, that
 no secret reaches a log line or a notification, and the modes of the files
 a rescue writes.
 
