@@ -56,6 +56,15 @@ FAILED = ERRORED
 _OUTCOME_STATUS = {payloads.EVENT_END: ENDED, payloads.EVENT_ERROR: ERRORED}
 
 
+def not_listening_message(node_id: str | None) -> str:
+    """What to tell an operator about a node whose queue does not exist."""
+    return ('no worker listens for %s (its queue does not exist): check '
+            'that the node booted the rescue ramdisk and wait for its '
+            'worker.ready notification; a node already rescued has no '
+            'worker any more' % ('node %s' % node_id if node_id
+                                 else 'the node'))
+
+
 class WorkerNotListening(Exception):
     """No worker consumes the node's queue: not booted yet, already locked
     down after a rescue, or (transient queues) not reconnected yet after a
@@ -66,10 +75,7 @@ class WorkerNotListening(Exception):
     """
 
     def __init__(self, node_id: str, request_id: str | None = None) -> None:
-        super().__init__(
-            'no rescue worker is listening for node %s (its queue does not '
-            'exist): wait for its worker.ready notification, or check that '
-            'the node booted the rescue ramdisk' % node_id)
+        super().__init__(not_listening_message(node_id))
         self.node_id = node_id
         self.request_id = request_id
 
@@ -80,6 +86,8 @@ class _Sent:
     ctxt: dict
     kwargs: dict = dataclasses.field(repr=False)
     casts: int = 1
+    # The last cast found no queue: nothing of it is on its way.
+    unheard: bool = False
 
 
 @dataclasses.dataclass
@@ -116,8 +124,7 @@ class Outcome:
                     'message': 'no outcome notification in time'}
         if self.status == NOT_LISTENING:
             return {'code': NOT_LISTENING,
-                    'message': 'the worker stopped listening before the '
-                               'request started'}
+                    'message': not_listening_message(self.node_id)}
         return self.data.get('error') if self.data else None
 
 
@@ -218,6 +225,14 @@ class RescueWorkerClient:
                 return None
             return sent.node_id, sent.kwargs.get('agent_token')
 
+    def not_listening(self, request_id: str) -> bool:
+        """Whether the last cast of a request found no worker's queue (so
+        no copy of it waits for a worker); False for a request this client
+        did not send (or forgot)."""
+        with self._lock:
+            sent = self._sent.get(request_id)
+            return sent is not None and sent.unheard
+
     def forget(self, request_id: str) -> None:
         """Drop what is kept for re-casting (it holds the hash)."""
         with self._lock:
@@ -230,7 +245,11 @@ class RescueWorkerClient:
             self._client(sent.node_id).cast(sent.ctxt, 'finalize_rescue',
                                             **sent.kwargs)
         except oslo_messaging.MessageUndeliverable:
+            with self._lock:
+                sent.unheard = True
             raise WorkerNotListening(sent.node_id, request_id) from None
+        with self._lock:
+            sent.unheard = False
 
     def get_status(self, node_id: str, agent_token: str | None = None
                    ) -> dict:
@@ -366,9 +385,11 @@ class CompletionWaiter:
         ``max_casts`` casts in all. A re-cast that finds no queue is
         tried again like a lost one (after a broker restart a worker
         re-declares its queue only when it reconnects); if the last cast
-        finds none the request is ``NOT_LISTENING``. Returns every
-        request's ``Outcome``; those still open at ``timeout`` are
-        ``TIMED_OUT``.
+        finds none the request is ``NOT_LISTENING``, also when ``timeout``
+        comes before its next re-cast. Returns every request's
+        ``Outcome``; the others still open at ``timeout`` are
+        ``TIMED_OUT``. An outcome no notification named a node for is
+        named after the node the client cast it to.
         """
         pending = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + timeout
@@ -420,7 +441,15 @@ class CompletionWaiter:
             return Outcome(request_id, outcome.data.get('node_id'),
                            _OUTCOME_STATUS[outcome.event_type], outcome.data,
                            start is not None, casts)
-        node_id = start.data.get('node_id') if start is not None else None
+        if start is not None:
+            node_id = start.data.get('node_id')
+        else:
+            sent = client.sent_to(request_id) if client is not None else None
+            node_id = sent[0] if sent is not None else None
+        if client is not None and client.not_listening(request_id):
+            # Nothing of the request is on its way to a worker: waiting
+            # longer would not have helped.
+            unreachable = True
         return Outcome(request_id, node_id,
                        NOT_LISTENING if unreachable else TIMED_OUT,
                        None, start is not None, casts)

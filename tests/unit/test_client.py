@@ -269,6 +269,68 @@ def test_a_request_whose_last_cast_finds_no_queue_is_not_listening(
     assert outcome.casts == 3
 
 
+def test_a_node_without_a_queue_is_named_as_unknown(worker, client):
+    NoQueueYet(worker.transport, 1)
+
+    with pytest.raises(rw_client.WorkerNotListening) as raised:
+        client.finalize_rescue({}, 'node-nobody-booted', PASSWORD,
+                               agent_token=worker.token)
+
+    assert str(raised.value).startswith(
+        'no worker listens for node node-nobody-booted (its queue does not '
+        'exist)')
+    assert client.not_listening(raised.value.request_id)
+
+
+def test_not_listening_until_a_recast_finds_the_queue(worker, client):
+    NoQueueYet(worker.transport, 1)
+    with pytest.raises(rw_client.WorkerNotListening) as raised:
+        client.finalize_rescue({}, worker.node_id, PASSWORD,
+                               agent_token=worker.token)
+    request_id = raised.value.request_id
+
+    client.recast(request_id)
+
+    assert not client.not_listening(request_id)
+    assert not client.not_listening('req-never-sent')
+
+
+def test_a_timeout_before_the_recast_of_an_unheard_cast_is_not_listening(
+        worker, client, waiter):
+    # The first cast found no queue and --timeout ends before the first
+    # re-cast: nothing was ever on its way, so "no outcome in time" would
+    # send the operator looking at the wrong thing.
+    NoQueueYet(worker.transport, 1)
+    with pytest.raises(rw_client.WorkerNotListening) as raised:
+        client.finalize_rescue({}, worker.node_id, PASSWORD,
+                               agent_token=worker.token)
+    request_id = raised.value.request_id
+
+    outcome = waiter.wait([request_id], timeout=0.2, client=client,
+                          start_timeout=30)[request_id]
+
+    assert outcome.status == rw_client.NOT_LISTENING
+    assert outcome.casts == 1
+    assert outcome.node_id == worker.node_id
+    assert outcome.error == {
+        'code': rw_client.NOT_LISTENING,
+        'message': rw_client.not_listening_message(worker.node_id)}
+    assert 'no worker listens for node %s' % worker.node_id in \
+        outcome.error['message']
+
+
+def test_a_lost_cast_that_found_its_queue_times_out(worker, client, waiter):
+    worker.lose_next_casts(1)
+    request_id = client.finalize_rescue({}, worker.node_id, PASSWORD,
+                                        agent_token=worker.token)
+
+    outcome = waiter.wait([request_id], timeout=0.2, client=client,
+                          start_timeout=30)[request_id]
+
+    assert outcome.status == rw_client.TIMED_OUT
+    assert outcome.node_id == worker.node_id
+
+
 # -- authenticated outcomes ------------------------------------------------
 
 def _publish(worker, event_type, data, token, publisher_node=None):
