@@ -105,7 +105,7 @@ class Journal:
 
     def _write(self, record: JournalRecord) -> None:
         # Not dataclasses.asdict: it deep-copies the outcome first, which
-        # was most of the journal's cost (doc/performance.rst).
+        # was most of the journal's cost (doc/source/performance.rst).
         data = json.dumps({field: getattr(record, field)
                            for field in _FIELD_TYPES}, sort_keys=True)
         atomic.write_atomically(self._file(record.request_id),

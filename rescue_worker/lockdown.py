@@ -229,9 +229,10 @@ class Lockdown:
             # Fail closed: the tenant's login waits until nothing secret
             # is left for it to read.
             LOG.critical('Lockdown could not scrub %s; the rescue account '
-                         'stays locked. Remove them by hand, then restart '
-                         'the worker to finish the lockdown.',
-                         ', '.join(report.failed))
+                         'stays locked. Remove them by hand, then unlock '
+                         'the account (usermod -U) or run the worker once '
+                         'more with its configuration to finish the '
+                         'lockdown.', ', '.join(report.failed))
             return report
         for hook in self._after_scrub:
             try:

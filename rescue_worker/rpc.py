@@ -117,7 +117,7 @@ def broker_restart_risk(conf: cfg.ConfigOpts,
                         url: str | None = None) -> str | None:
     """What a RabbitMQ restart would lose with this configuration, and
     the fix; None when queues outlive a restart (or the driver is not
-    rabbit). See doc/reliability.rst."""
+    rabbit). See doc/source/reliability.rst."""
     url = url or conf.transport_url or ''
     if not url.startswith('rabbit'):
         return None
@@ -129,7 +129,8 @@ def broker_restart_risk(conf: cfg.ConfigOpts,
             'see this node\'s outcome. Set [oslo_messaging_rabbit] '
             'amqp_durable_queues = true (one broker node) or '
             'rabbit_quorum_queue = true (a cluster) on the workers and the '
-            'conductors alike; see doc/reliability.rst')
+            'conductors alike (rescue-worker\'s documentation, '
+            '"Reliability")')
 
 
 def get_rpc_transport(conf: cfg.ConfigOpts,

@@ -274,7 +274,7 @@ class VerifyStep(pipeline.Step):
         if text.encode('utf-8') == accounts.sudoers_content(user):
             # The account step's own file, which a unit test runs through
             # visudo: a fork and exec of visudo per request would be half
-            # of the worker's CPU for a request (doc/performance.rst).
+            # of the worker's CPU for a request (doc/source/performance.rst).
             return
         self._check_sudoers_syntax(sudoers, text)
 

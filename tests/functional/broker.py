@@ -22,7 +22,7 @@ Also here:
   can SIGKILL it there; the ``gate`` step plugin does the same inside the
   pipeline.
 - ``record``: one JSON line per scenario in the file named by
-  ``RESCUE_WORKER_RELIABILITY_LOG`` (the numbers of doc/reliability.rst).
+  ``RESCUE_WORKER_RELIABILITY_LOG`` (the numbers of doc/source/reliability.rst).
 """
 
 from __future__ import annotations
@@ -602,7 +602,7 @@ class HookGate:
 
 def record(scenario: str, fault: str, request_ids, outcomes, runs,
            ends, witness: Witness | None = None, **extra) -> dict:
-    """Log one scenario's numbers (doc/reliability.rst).
+    """Log one scenario's numbers (doc/source/reliability.rst).
 
     ``outcomes``: the waiter's outcome per request; ``runs``: completed
     runs of the steps per request; ``ends``: non-replayed ``end``

@@ -6,7 +6,7 @@ The module starts its own RabbitMQ node (``broker.RabbitBroker``) so that it
 can restart it; it never touches the node ``tox -e functional`` provides.
 Every scenario counts what was sent, what the conductor's waiter saw end,
 how often the steps completed and how many ``end`` notifications went out,
-and logs the numbers (``broker.record``) for doc/reliability.rst.
+and logs the numbers (``broker.record``) for doc/source/reliability.rst.
 """
 
 import os
@@ -84,7 +84,7 @@ def test_broker_restart_with_50_idle_workers(rabbit, durable):
     # Durable queues: with oslo.messaging's default transient ones the
     # restart also deletes the waiter's own queue, and outcomes published
     # before its listener has reconnected never reach it; a worker that
-    # has locked down cannot replay them (doc/reliability.rst, fault 7).
+    # has locked down cannot replay them (doc/source/reliability.rst, fault 7).
     witness, conductor, fleet, _ = durable
     workers = fleet(50)
     broker.wait_fleet_ready(witness, workers)
@@ -151,7 +151,7 @@ def test_broker_restart_with_requests_in_flight(rabbit, durable):
     # With transient queues a restart also deletes the notifications that
     # wait in them, and a worker that has locked down cannot answer a
     # re-cast with a replay: an "end" lost there is lost for good (see
-    # doc/reliability.rst). Durable queues keep them.
+    # doc/source/reliability.rst). Durable queues keep them.
     witness, conductor, fleet, processes = durable
     # Three workers hold a request inside a step (journaled, started), one
     # is frozen with a cast in its socket (delivered, not acked) and

@@ -1,8 +1,8 @@
-"""Least privilege on the broker (doc/broker-permissions.rst).
+"""Least privilege on the broker (doc/source/broker-permissions.rst).
 
 Each node's worker runs under its own RabbitMQ user, made by
 ``tools/rescue-worker-broker-user`` with the recipe of
-``doc/broker-permissions.rst``. These tests run real ``rescue-worker``
+``doc/source/broker-permissions.rst``. These tests run real ``rescue-worker``
 processes under such users on the pifpaf RabbitMQ node, then use one
 node's credentials directly (kombu) to show that they are worth nothing
 for another node: its queue cannot be consumed, a cast cannot be published
@@ -281,7 +281,7 @@ def smuggle(node_user, routing_key, body):
     """Route a message into the control exchange through an exchange of
     the node's own (exchange-to-exchange binding): topic permissions are
     checked against the exchange published to, which is not the control
-    exchange. See doc/broker-permissions.rst, "What cannot be restricted".
+    exchange. See doc/source/broker-permissions.rst, "What cannot be restricted".
     """
     own = '%s_fanout_%s' % (TOPIC, uuid.uuid4().hex)
     with node_user.connection() as conn:
@@ -571,7 +571,7 @@ def test_expiry_policy_drops_a_rescued_node_s_queue_and_a_waiter_s(
         broker, scratch_vhost, tmp_path, secrets_used):
     # Without the policy a locked-down node's queue lives on: casts pile
     # up there, each with a password hash, and the client can never say
-    # that no worker listens (doc/reliability.rst, fault 8).
+    # that no worker listens (doc/source/reliability.rst, fault 8).
     vhost, url = scratch_vhost
     deletions = QueueDeletions(broker)
     run_tool('expire-queues', '--vhost', vhost, '--after', '1',
