@@ -102,6 +102,29 @@ def broker_credentials(url):
     return urllib.parse.urlsplit(url).netloc.rpartition('@')[0] + '@'
 
 
+def read_proc(pid, name):
+    try:
+        with open('/proc/%d/%s' % (pid, name), 'rb') as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b''
+
+
+def dhcp_clients_of(worker):
+    """Running dhclient/udhcpc processes started by ``worker`` (their
+    command lines name files under the worker's own directories)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        argv = read_proc(int(entry), 'cmdline').split(b'\0')
+        if (argv and os.path.basename(argv[0]) in (b'dhclient', b'udhcpc',
+                                                   b'busybox')
+                and worker.base_dir.encode() in b' '.join(argv)):
+            found.append(int(entry))
+    return found
+
+
 def wait_for_program(pid, module, timeout=30.0):
     """Wait until ``pid`` runs ``python -m module`` (it execs into it)."""
     deadline = time.monotonic() + timeout
@@ -149,6 +172,9 @@ def shadow_hash(root_dir, username='rescue'):
 def test_rescue_leases_both_wired_nics_then_follows_the_tenant_network(
         lab, bus, node_worker):
     worker = node_worker()
+    # The broker URL reaches the worker through its environment too, as
+    # oslo.config allows: the DHCP clients must not inherit it.
+    worker.extra_env['OS_DEFAULT__TRANSPORT_URL'] = lab.node_url
     worker.start()
     wait_ready(bus, worker)
     password = 'tenant-login-%s' % uuid.uuid4()
@@ -166,6 +192,11 @@ def test_rescue_leases_both_wired_nics_then_follows_the_tenant_network(
     assert interfaces['eth2']['dhcp'] == 'no_carrier'
     assert lab.node.ipv4_addresses('eth2') == []
     assert [s['status'] for s in end['steps']] == ['done'] * 4
+    clients = dhcp_clients_of(worker)
+    assert clients, 'no DHCP client of this worker is running'
+    for pid in clients:
+        assert broker_credentials(lab.node_url).encode() not in \
+            read_proc(pid, 'environ'), 'a DHCP client has the broker URL'
     # The tenant logs in with the password the conductor sent, once the
     # lockdown scrubbed the secrets and unlocked the account.
     bus.wait_for(STOPPED, node_id=worker.node_id)

@@ -159,6 +159,9 @@ class WorkerProcess:
         self.wrap = wrap or list
         self.proc = None
         self.runs = []
+        #: variables added to the worker's environment (oslo.config reads
+        #: OS_<GROUP>__<OPTION> from there, credentials included)
+        self.extra_env = {}
 
     def write_config(self):
         with open(self.config_file, 'w') as f:
@@ -168,7 +171,8 @@ class WorkerProcess:
         env = dict(os.environ,
                    PYTHONPATH=os.pathsep.join(
                        [PLUGINS] + sys.path),
-                   RESCUE_WORKER_TEST_GATE_DIR=self.gate_dir)
+                   RESCUE_WORKER_TEST_GATE_DIR=self.gate_dir,
+                   **self.extra_env)
         with open(self.output_file, 'ab') as out:
             self.proc = subprocess.Popen(
                 self.wrap([os.path.join(os.path.dirname(sys.executable),
