@@ -8,7 +8,30 @@
 The messaging set-up comes from ``--config-file`` (an oslo.config file with
 ``[DEFAULT] transport_url`` and any ``[oslo_messaging_*]`` options) or
 ``--transport-url``. Passwords and tokens are read from files, standard
-input or a prompt, never from the command line, where ``ps`` shows them.
+input or a prompt, never from the command line, where ``ps`` shows them;
+they are read, and the password hashed, before any connection is made.
+
+``--timeout`` bounds a command's connection to the broker too:
+oslo.messaging retries a connection for ever (a listener's, and the reply
+queue of a call, whatever ``retry`` says), so whatever talks to the broker
+runs in a thread of its own and the command gives up on it in time.
+
+Exit statuses (also in ``--help``)::
+
+    0  done: every node rescued (finalize --wait) or cast to (finalize),
+       the worker answered (status), the watch ended
+    1  a rescue failed: a worker published an error outcome
+    2  usage or bad input: an option, an unreadable or empty token,
+       password or nodes file, no node, no broker given
+    3  the broker cannot be reached, or it refused the credentials
+    4  timed out: no answer (status) or no outcome (finalize --wait)
+       within --timeout; fewer than --count notifications (watch)
+    5  a worker refused the request (status), or no worker listens for
+       a node (its queue does not exist)
+    130  interrupted (Ctrl-C), except for watch, which exits 0
+
+With several nodes, ``finalize`` exits with the first of 1, 5 and 4 that
+applies to any of them.
 """
 
 from __future__ import annotations
@@ -17,6 +40,7 @@ import argparse
 import getpass
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -25,7 +49,11 @@ import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from typing import TextIO
+from typing import TypeVar
 
+import kombu.exceptions
+import oslo_messaging
 from oslo_config import cfg
 
 from rescue_worker import client as rw_client
@@ -40,74 +68,342 @@ if TYPE_CHECKING:
     from rescue_worker import sandbox
     from rescue_worker import service
 
+PROG = 'rescue-worker-ctl'
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKER = 3
+EXIT_TIMEOUT = 4
+EXIT_REFUSED = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUSES = """\
+exit status:
+  0    done: every node rescued (finalize --wait) or cast to (finalize),
+       the worker answered (status), the watch ended
+  1    a rescue failed: a worker published an error outcome
+  2    usage or bad input: an option, an unreadable or empty token,
+       password or nodes file, no node, no broker given
+  3    the broker cannot be reached, or it refused the credentials
+  4    timed out: no answer (status) or no outcome (finalize --wait)
+       within --timeout; fewer than --count notifications (watch)
+  5    a worker refused the request (status), or no worker listens for
+       a node (its queue does not exist)
+  130  interrupted (Ctrl-C), except for watch, which exits 0
+With several nodes, finalize exits with the first of 1, 5 and 4 that
+applies to any of them."""
 
 # Connection retries per message: a tool run by hand fails instead of
 # hanging while the broker is away.
 CLI_RETRY = 3
+# How much longer than its own --timeout a call may take before the
+# connection is blamed: oslo.messaging raises MessagingTimeout itself at
+# --timeout once connected, and that is the better message.
+CALL_GRACE = 3.0
+# With no time limit (watch --timeout 0), how often to say that the broker
+# still cannot be reached.
+STILL_TRYING_EVERY = 30.0
+# The logger of oslo.messaging's rabbit driver (oslo.log turns "oslo_"
+# into "oslo."): it logs each failed connection attempt, and nothing else
+# tells why a connection does not come.
+RABBIT_LOGGER = 'oslo.messaging._drivers.impl_rabbit'
 
 DEMO_URL = 'kombu+memory:////'
 DEMO_PASSWORD = 'demo-rescue-password'
 
+T = TypeVar('T')
 
-# -- messaging set-up -------------------------------------------------------
+
+class CtlError(Exception):
+    """What the operator gets: one line (``str``) and an exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def usage_error(message: str) -> CtlError:
+    return CtlError(message, EXIT_USAGE)
+
+
+# -- messaging set-up ---------------------------------------------------------
 
 def messaging_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    """The messaging configuration; nothing connects yet.
+
+    :raises CtlError: no broker given, or an unusable config file.
+    """
     if not (args.transport_url or args.config_file):
         # oslo.messaging would default to rabbit://localhost and retry it
         # for ever; a command line tool says what is missing instead.
-        raise SystemExit('rescue-worker-ctl: no broker given; pass '
-                         '--transport-url or a --config-file with '
-                         '[DEFAULT] transport_url')
+        raise usage_error('no broker given: pass --transport-url or a '
+                          '--config-file with [DEFAULT] transport_url')
     conf = cfg.ConfigOpts()
     rpc.register_messaging_opts(conf)
     files = [args.config_file] if args.config_file else []
-    conf([], project='rescue-worker-ctl', default_config_files=files,
-         default_config_dirs=[])
-    if args.transport_url:
-        conf.set_override('transport_url', args.transport_url)
-    if not conf.transport_url:
-        raise SystemExit('rescue-worker-ctl: %s has no [DEFAULT] '
-                         'transport_url' % args.config_file)
+    try:
+        conf([], project=PROG, default_config_files=files,
+             default_config_dirs=[])
+        if args.transport_url:
+            conf.set_override('transport_url', args.transport_url)
+        url = conf.transport_url
+    except cfg.Error as exc:
+        raise usage_error('cannot use %s: %s' % (
+            args.config_file, str(exc).splitlines()[0])) from None
+    if not url:
+        raise usage_error('%s has no [DEFAULT] transport_url: add one, or '
+                          'pass --transport-url' % args.config_file)
+    _check_url(conf)
     return conf
+
+
+def _check_url(conf: cfg.ConfigOpts) -> None:
+    """Refuse a transport URL oslo.messaging cannot parse, without
+    repeating it: it holds the broker password."""
+    try:
+        oslo_messaging.TransportURL.parse(conf)
+    except (oslo_messaging.InvalidTransportURL, ValueError):
+        raise usage_error(
+            'the transport URL is not valid: write it as '
+            'rabbit://USER:PASSWORD@HOST:PORT/VHOST') from None
 
 
 # -- secrets ------------------------------------------------------------------
 
-def read_secret_file(path: str) -> str:
-    with open(path, encoding='utf-8') as f:
-        return f.read().strip()
+def read_secret_file(path: str, what: str = 'token') -> str:
+    """The first line of a secret file, stripped.
+
+    :raises CtlError: the file cannot be read or holds nothing.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            secret = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error('cannot read the %s file %s: %s' % (
+            what, path, getattr(exc, 'strerror', None) or exc)) from None
+    if not secret:
+        raise usage_error('the %s file %s is empty: write the %s in it' % (
+            what, path, what))
+    return secret
 
 
 def read_password(args: argparse.Namespace) -> str:
+    """The password, from --password-file, standard input or a prompt.
+
+    :raises CtlError: an empty password, or two different ones typed.
+    """
     if args.password_file:
-        return read_secret_file(args.password_file)
+        return read_secret_file(args.password_file, 'password')
     if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip('\n')
-    first = getpass.getpass('Rescue password: ')
-    if getpass.getpass('Again: ') != first:
-        raise SystemExit('rescue-worker-ctl: the passwords differ')
-    return first
+        password = sys.stdin.readline().rstrip('\n')
+    else:
+        password = getpass.getpass('Rescue password: ')
+        if getpass.getpass('Again: ') != password:
+            raise usage_error('the passwords differ: type the same twice')
+    if not password:
+        raise usage_error('the password is empty: give one on standard '
+                          'input, at the prompt or with --password-file')
+    return password
 
 
 def read_nodes(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """(node, token) pairs: tokens from the nodes file's second column or
-    from --token-file."""
+    from --token-file.
+
+    :raises CtlError: a file cannot be read, or no node is given.
+    """
     default_token = read_secret_file(args.token_file) \
         if args.token_file else None
     nodes = [(node, default_token) for node in args.nodes]
     if args.nodes_file:
-        with open(args.nodes_file, encoding='utf-8') as f:
-            for line in f:
-                words = line.split('#', 1)[0].split()
-                if words:
-                    nodes.append((words[0], words[1] if len(words) > 1
-                                  else default_token))
+        try:
+            with open(args.nodes_file, encoding='utf-8') as f:
+                lines = f.readlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise usage_error('cannot read the nodes file %s: %s' % (
+                args.nodes_file, getattr(exc, 'strerror', None) or exc)
+            ) from None
+        for line in lines:
+            words = line.split('#', 1)[0].split()
+            if words:
+                nodes.append((words[0], words[1] if len(words) > 1
+                              else default_token))
     if not nodes:
-        raise SystemExit('rescue-worker-ctl: no node given')
+        raise usage_error('no node given: name nodes on the command line or '
+                          'in --nodes-file')
     return nodes
+
+
+# -- the broker ---------------------------------------------------------------
+
+class _BrokerLog(logging.Handler):
+    """What the rabbit driver logs of its connection attempts: the last
+    error, and whether the broker refused the credentials."""
+
+    def __init__(self, scrub: Sequence[str]) -> None:
+        super().__init__(level=logging.ERROR)
+        self.scrub = [s for s in scrub if s]
+        self.last_error: str | None = None
+        self.refused = False
+        self.wake: threading.Event | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if 'ACCESS_REFUSED' in record.getMessage() or (
+                exc is not None and rpc.credentials_refused(exc)):
+            self.refused = True
+            if self.wake is not None:
+                self.wake.set()
+            return
+        self.last_error = self.clean(_logged_error(record))
+
+    def clean(self, text: str) -> str:
+        """``text`` without the broker password, should a library have
+        put it there."""
+        for secret in self.scrub:
+            text = text.replace(secret, '***')
+        return text
+
+
+def _logged_error(record: logging.LogRecord) -> str:
+    """The error of a connection failure the rabbit driver logged."""
+    args = record.args
+    if isinstance(args, dict) and args.get('err_str') is not None:
+        return str(args['err_str'])
+    if isinstance(args, tuple) and args and \
+            record.msg.startswith('Connection failed'):
+        return str(args[0])
+    return record.getMessage()
+
+
+def _url_passwords(conf: cfg.ConfigOpts) -> list[str]:
+    url = oslo_messaging.TransportURL.parse(conf)
+    return [str(host.password) for host in url.hosts if host.password]
+
+
+class _Call:
+    """``func()`` run in another thread: its result or its exception."""
+
+    def __init__(self, func: Callable[[], T], done: threading.Event
+                 ) -> None:
+        self.func, self.done = func, done
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def __call__(self) -> None:
+        try:
+            self.value = self.func()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.finished = True
+            self.done.set()
+
+
+class BrokerGuard:
+    """Runs what talks to the broker within a time limit, and turns the
+    broker's failures into one line and exit status 3.
+
+    oslo.messaging retries a connection for ever, so ``run`` gives the
+    connecting thread up at the limit (a daemon thread: the process exits
+    all the same); a refused login ends the wait at once, as retrying
+    cannot fix credentials.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, stream: TextIO | None = None,
+                 abandoned: threading.Event | None = None) -> None:
+        self.hosts = rpc.broker_hosts(conf)
+        self.user = rpc.broker_user(conf)
+        self.stream = stream or sys.stderr
+        #: set when a thread is given up while it still runs
+        self.abandoned = abandoned or _ABANDONED
+        self._log = _BrokerLog(_url_passwords(conf))
+
+    def __enter__(self) -> BrokerGuard:
+        logging.getLogger(RABBIT_LOGGER).addHandler(self._log)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        logging.getLogger(RABBIT_LOGGER).removeHandler(self._log)
+
+    def run(self, func: Callable[[], T], limit: float | None,
+            grace: float = 0.0) -> T:
+        """``func()``, given at most ``limit`` seconds (None: as long as
+        it takes, saying now and then that the broker is still away), and
+        ``grace`` more for what ``func`` itself bounds by ``limit``.
+
+        :raises CtlError: the broker could not be reached or refused the
+            credentials (``EXIT_BROKER``).
+        """
+        done = threading.Event()
+        call = _Call(func, done)
+        self._log.wake = done
+        threading.Thread(target=call, daemon=True,
+                         name='rescue-worker-ctl-broker').start()
+        began = time.monotonic()
+        deadline = None if limit is None else began + limit + grace
+        try:
+            while not done.wait(self._slice(deadline)):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self.unreachable(limit)
+                self._still_trying(time.monotonic() - began)
+        finally:
+            if not call.finished:
+                self.abandoned.set()
+        if not call.finished:
+            # Woken by the log: the broker refused a login the driver
+            # would retry for ever.
+            raise self.refused()
+        if call.error is not None:
+            raise self.translate(call.error) from None
+        return call.value
+
+    @staticmethod
+    def _slice(deadline: float | None) -> float:
+        if deadline is None:
+            return STILL_TRYING_EVERY
+        return max(0.0, deadline - time.monotonic())
+
+    def _still_trying(self, waited: float) -> None:
+        print('%s: still cannot reach the broker at %s after %.0f s%s; '
+              'trying on (Ctrl-C to stop)' % (
+                  PROG, self.hosts, waited, self._last_error()),
+              file=self.stream, flush=True)
+
+    def _last_error(self) -> str:
+        error = self._log.last_error
+        return ' (%s)' % error if error else ''
+
+    def unreachable(self, limit: float | None = None) -> CtlError:
+        within = ' within %s s' % _seconds(limit) if limit else ''
+        return CtlError(
+            'cannot reach the broker at %s%s%s: check that it runs and '
+            'that the transport URL names it' % (
+                self.hosts, within, self._last_error()), EXIT_BROKER)
+
+    def refused(self) -> CtlError:
+        return CtlError(
+            'the broker at %s refused the credentials of user %s: fix the '
+            'user, password or virtual host of the transport URL' % (
+                self.hosts, self.user), EXIT_BROKER)
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """The broker's failures as one line; any other error as is."""
+        if rpc.credentials_refused(exc):
+            return self.refused()
+        if isinstance(exc, (oslo_messaging.MessageDeliveryFailure,
+                            kombu.exceptions.OperationalError,
+                            ConnectionError)):
+            self._log.last_error = self._log.last_error or \
+                self._log.clean(str(exc))
+            return self.unreachable()
+        return exc
+
+
+def _seconds(value: float) -> str:
+    return ('%.1f' % value).rstrip('0').rstrip('.')
 
 
 # -- output -------------------------------------------------------------------
@@ -180,56 +476,39 @@ def outcome_rows(outcomes: list[rw_client.Outcome]) -> list[list[str]]:
 
 # -- finalize -----------------------------------------------------------------
 
-def run_finalize(client: rw_client.RescueWorkerClient,
-                 waiter: rw_client.CompletionWaiter | None,
-                 nodes: list[tuple[str, str | None]], password: str,
-                 hashed: bool, timeout: float, start_timeout: float,
-                 progress: Progress | None = None
-                 ) -> tuple[list[rw_client.Outcome], int]:
-    """Cast to every node, and wait if ``waiter`` is given."""
-    # The hash is made once, not per node: sha512_crypt is slow on purpose.
-    if not hashed:
-        password = client.hash_password(password)
-    request_ids, refused = _cast_to_all(
-        client, nodes, password, keep_unreachable=waiter is not None,
-        start_timeout=start_timeout, progress=progress)
-    if waiter is None:
-        return refused, EXIT_FAILED if refused else EXIT_OK
-    results = refused + _wait_for_all(client, waiter, request_ids, timeout,
-                                      start_timeout)
-    ok = all(o.succeeded for o in results)
-    return results, EXIT_OK if ok else EXIT_FAILED
-
-
-def _cast_to_all(client: rw_client.RescueWorkerClient,
-                 nodes: list[tuple[str, str | None]], password_hash: str,
-                 keep_unreachable: bool, start_timeout: float,
-                 progress: Progress | None
-                 ) -> tuple[dict[str, str], list[rw_client.Outcome]]:
-    """Cast to every node: node by request id, and the outcomes of those
-    no worker listened to (unless ``keep_unreachable``: then they are
-    kept, to be cast again by the waiter)."""
-    request_ids: dict[str, str] = {}
-    refused: list[rw_client.Outcome] = []
+def cast_to_all(client: rw_client.RescueWorkerClient,
+                nodes: list[tuple[str, str | None]], password_hash: str
+                ) -> list[tuple[str, str, bool]]:
+    """Cast to every node: (node, request id, whether a worker's queue
+    took the cast). The client keeps every request for re-casting."""
+    casts = []
     for node_id, token in nodes:
         try:
-            request_ids[client.finalize_rescue(
-                {}, node_id, password_hash, agent_token=token,
-                hashed=True)] = node_id
+            request_id = client.finalize_rescue(
+                {}, node_id, password_hash, agent_token=token, hashed=True)
         except rw_client.WorkerNotListening as exc:
-            if keep_unreachable:
-                # Not booted yet, or not reconnected after a broker
-                # restart: the waiter casts it again like a lost cast.
-                request_ids[exc.request_id] = node_id
-                print('%s: no worker listening yet; casting again in %.0f s'
-                      % (node_id, start_timeout), file=sys.stderr,
-                      flush=True)
-                continue
-            refused.append(rw_client.Outcome(
-                '-', node_id, rw_client.NOT_LISTENING, casts=1))
-            if progress:
-                progress.advance()
-    return request_ids, refused
+            casts.append((node_id, exc.request_id, False))
+        else:
+            casts.append((node_id, request_id, True))
+    return casts
+
+
+def run_finalize(client: rw_client.RescueWorkerClient,
+                 waiter: rw_client.CompletionWaiter,
+                 nodes: list[tuple[str, str | None]], password_hash: str,
+                 timeout: float, start_timeout: float
+                 ) -> list[rw_client.Outcome]:
+    """Cast to every node and wait for every outcome, casting again
+    what did not start in time (a node whose queue does not exist yet
+    is still booting, as far as the waiter knows)."""
+    casts = cast_to_all(client, nodes, password_hash)
+    for node_id, _request_id, heard in casts:
+        if not heard:
+            print('%s: no worker listening yet; casting again in %.0f s'
+                  % (node_id, start_timeout), file=sys.stderr, flush=True)
+    request_ids = {request_id: node_id for node_id, request_id, _ in casts}
+    return _wait_for_all(client, waiter, request_ids, timeout,
+                         start_timeout)
 
 
 def _wait_for_all(client: rw_client.RescueWorkerClient,
@@ -238,10 +517,13 @@ def _wait_for_all(client: rw_client.RescueWorkerClient,
                   start_timeout: float) -> list[rw_client.Outcome]:
     """The outcome of every request, named by node even when no
     notification came."""
-    outcomes = waiter.wait(list(request_ids), timeout=timeout,
-                           client=client, start_timeout=start_timeout)
-    for request_id in request_ids:
-        client.forget(request_id)
+    try:
+        outcomes = waiter.wait(list(request_ids), timeout=timeout,
+                               client=client, start_timeout=start_timeout)
+    finally:
+        for request_id in request_ids:
+            # What the client keeps for re-casting holds the hash.
+            client.forget(request_id)
     results = []
     for request_id, node_id in request_ids.items():
         outcome = outcomes[request_id]
@@ -250,41 +532,73 @@ def _wait_for_all(client: rw_client.RescueWorkerClient,
     return results
 
 
+def finalize_status(outcomes: list[rw_client.Outcome]) -> int:
+    """The exit status of a finalize --wait: the first of 1, 5, 4 that
+    applies to any node."""
+    statuses = {outcome.status for outcome in outcomes}
+    for status, exit_status in ((rw_client.ERRORED, EXIT_FAILED),
+                                (rw_client.NOT_LISTENING, EXIT_REFUSED),
+                                (rw_client.TIMED_OUT, EXIT_TIMEOUT)):
+        if status in statuses:
+            return exit_status
+    return EXIT_OK
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
+    # Everything the operator gave is checked, and the password hashed
+    # (once for every node: sha512_crypt is slow on purpose), before
+    # anything connects: bad input is not a broker matter.
     conf = messaging_conf(args)
     nodes = read_nodes(args)
     password = read_password(args)
-    transport = rpc.get_rpc_transport(conf)
     client = rw_client.RescueWorkerClient(
-        transport, topic=args.topic, hash_scheme=args.hash_scheme,
-        retry=CLI_RETRY)
+        rpc.get_rpc_transport(conf), topic=args.topic,
+        hash_scheme=args.hash_scheme, retry=CLI_RETRY)
+    password_hash = password if args.hashed else \
+        client.hash_password(password)
+    with BrokerGuard(conf) as guard:
+        if args.wait:
+            return _finalize_and_wait(args, conf, guard, client, nodes,
+                                      password_hash)
+        casts = guard.run(lambda: cast_to_all(client, nodes, password_hash),
+                          args.timeout)
+    for node_id, request_id, heard in casts:
+        client.forget(request_id)
+        if not heard:
+            print('%s: %s' % (node_id,
+                              rw_client.not_listening_message(node_id)))
+    print('cast to %d node(s)' % sum(heard for _, _, heard in casts))
+    return EXIT_OK if all(heard for _, _, heard in casts) else \
+        EXIT_REFUSED
+
+
+def _finalize_and_wait(args: argparse.Namespace, conf: cfg.ConfigOpts,
+                       guard: BrokerGuard,
+                       client: rw_client.RescueWorkerClient,
+                       nodes: list[tuple[str, str | None]],
+                       password_hash: str) -> int:
+    """finalize --wait: listen, cast, wait; all within --timeout."""
+    began = time.monotonic()
     progress = Progress(len(nodes))
-    waiter = None
-    if args.wait:
-        waiter = rw_client.CompletionWaiter(
-            rpc.get_notification_transport(conf),
-            on_notification=lambda event, data: progress.advance()
-            if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None,
-            node_tokens={node: token for node, token in nodes if token})
-        waiter.start()
-    try:
-        results, status = run_finalize(
-            client, waiter, nodes, password, args.hashed, args.timeout,
-            args.start_timeout, progress)
-    finally:
-        if waiter is not None:
-            waiter.stop()
-            report_forgeries(waiter)
-    if args.wait:
-        print(format_table(['node', 'outcome', 'ms', 'casts', 'detail'],
-                           outcome_rows(results)))
-        print('%d of %d nodes rescued' % (
-            sum(o.succeeded for o in results), len(results)))
-    else:
-        for outcome in results:
-            print('%s: %s' % (outcome.node_id, outcome.error['message']))
-        print('cast to %d node(s)' % (len(nodes) - len(results)))
-    return status
+    waiter = rw_client.CompletionWaiter(
+        rpc.get_notification_transport(conf),
+        on_notification=lambda event, data: progress.advance()
+        if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None,
+        node_tokens={node: token for node, token in nodes if token})
+    # Listening before the first cast, so that no outcome is missed.
+    guard.run(waiter.start, args.timeout)
+    remaining = max(0.0, args.timeout - (time.monotonic() - began))
+    results = guard.run(
+        lambda: run_finalize(client, waiter, nodes, password_hash,
+                             remaining, args.start_timeout),
+        remaining, grace=CALL_GRACE)
+    waiter.stop()
+    report_forgeries(waiter)
+    print(format_table(['node', 'outcome', 'ms', 'casts', 'detail'],
+                       outcome_rows(results)))
+    print('%d of %d nodes rescued' % (
+        sum(o.succeeded for o in results), len(results)))
+    return finalize_status(results)
 
 
 # -- status and watch ---------------------------------------------------------
@@ -292,53 +606,107 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     conf = messaging_conf(args)
     token = read_secret_file(args.token_file) if args.token_file else None
-    client = rw_client.RescueWorkerClient(rpc.get_rpc_transport(conf),
-                                          topic=args.topic,
-                                          timeout=int(args.timeout),
-                                          retry=CLI_RETRY)
-    status = client.get_status(args.node, agent_token=token)
+    client = rw_client.RescueWorkerClient(
+        rpc.get_rpc_transport(conf), topic=args.topic,
+        timeout=max(1, math.ceil(args.timeout)), retry=CLI_RETRY)
+    with BrokerGuard(conf) as guard:
+        status = guard.run(
+            lambda: get_status(client, args.node, token, args.timeout),
+            args.timeout, grace=CALL_GRACE)
     print(json.dumps(status, indent=2, sort_keys=True))
     return EXIT_OK
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    if args.token_file and not args.node:
-        print('rescue-worker-ctl watch: --token-file needs --node (the '
-              'token is one node\'s)', file=sys.stderr)
-        return EXIT_USAGE
-    conf = messaging_conf(args)
-    done = threading.Event()
-    seen = [0]
+def get_status(client: rw_client.RescueWorkerClient, node_id: str,
+               token: str | None, timeout: float) -> dict:
+    """The worker's status, or one line that says why there is none.
 
-    def show(event_type: str, data: dict) -> None:
-        if args.node and data.get('node_id') != args.node:
+    :raises CtlError: no worker listens, it refused, or it did not answer.
+    """
+    try:
+        return client.get_status(node_id, agent_token=token)
+    except oslo_messaging.MessageUndeliverable:
+        raise CtlError(rw_client.not_listening_message(node_id),
+                       EXIT_REFUSED) from None
+    except oslo_messaging.RemoteError as exc:
+        raise CtlError(refusal_message(node_id, exc), EXIT_REFUSED) from None
+    except errors.RescueError as exc:
+        # As a transport that hands the worker's exception over raises it.
+        raise CtlError('node %s refused: %s' % (node_id, exc.message),
+                       EXIT_REFUSED) from None
+    except oslo_messaging.MessagingTimeout:
+        raise CtlError(
+            'no answer from the worker of node %s within %s s: it may be '
+            'busy, or locked down after a rescue (its queue outlives it), '
+            'or its broker user may not send replies (see '
+            'rescue-worker-broker-user add --allow-replies); try again with '
+            'a longer --timeout' % (node_id, _seconds(timeout)),
+            EXIT_TIMEOUT) from None
+
+
+def refusal_message(node_id: str, exc: oslo_messaging.RemoteError) -> str:
+    """A worker's refusal as the worker worded it, without the remote
+    traceback."""
+    text = str(exc.value or '').strip().splitlines()
+    if exc.exc_type == 'RescueError':
+        return 'node %s refused: %s' % (node_id, text[0] if text else '')
+    return 'the worker of node %s failed: %s%s' % (
+        node_id, exc.exc_type, ': %s' % text[0] if text else '')
+
+
+class _WatchPrinter:
+    """watch's notification callback: prints, counts, says when
+    --count is reached."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.node, self.json, self.count = args.node, args.json, args.count
+        self.seen = 0
+        self.done = threading.Event()
+
+    def __call__(self, event_type: str, data: dict) -> None:
+        if self.node and data.get('node_id') != self.node:
             return
-        if args.json:
+        if self.json:
             print(json.dumps({'event_type': event_type, 'data': data},
                              sort_keys=True), flush=True)
         else:
             print('%s %s' % (time.strftime('%H:%M:%S'),
                              describe(event_type, data)), flush=True)
-        seen[0] += 1
-        if args.count and seen[0] >= args.count:
-            done.set()
+        self.seen += 1
+        if self.count and self.seen >= self.count:
+            self.done.set()
 
-    tokens = {}
-    if args.token_file:
-        tokens[args.node] = read_secret_file(args.token_file)
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.token_file and not args.node:
+        raise usage_error("watch: --token-file needs --node (the token is "
+                          "one node's)")
+    conf = messaging_conf(args)
+    tokens = {args.node: read_secret_file(args.token_file)} \
+        if args.token_file else {}
+    printer = _WatchPrinter(args)
     waiter = rw_client.CompletionWaiter(rpc.get_notification_transport(conf),
-                                        on_notification=show,
+                                        on_notification=printer,
                                         node_tokens=tokens)
-    with waiter:
+    began = time.monotonic()
+    try:
+        with BrokerGuard(conf) as guard:
+            guard.run(waiter.start, args.timeout or None)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch ends, even before it began.
+        return EXIT_OK
+    try:
         # Said once the queue exists: from here on nothing is missed.
         print('watching %s notifications on exchange %s (Ctrl-C to stop)' %
               (waiter.topic, waiter.exchange), file=sys.stderr, flush=True)
-        try:
-            done.wait(args.timeout or None)
-        except KeyboardInterrupt:
-            pass
-    report_forgeries(waiter)
-    return EXIT_OK
+        printer.done.wait(max(0.0, args.timeout - (time.monotonic() - began))
+                          if args.timeout else None)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        waiter.stop()
+        report_forgeries(waiter)
+    return EXIT_TIMEOUT if printer.seen < args.count else EXIT_OK
 
 
 def report_forgeries(waiter: rw_client.CompletionWaiter) -> None:
@@ -349,7 +717,7 @@ def report_forgeries(waiter: rw_client.CompletionWaiter) -> None:
               waiter.forgeries, file=sys.stderr, flush=True)
 
 
-# -- demo -------------------------------------------------------------------
+# -- demo ---------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
     url = args.transport_url or DEMO_URL
@@ -373,9 +741,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         client = rw_client.RescueWorkerClient(transport,
                                               hash_rounds=args.hash_rounds)
-        results, status = run_finalize(
+        results = run_finalize(
             client, waiter, [(n.node_id, n.token) for n in nodes],
-            DEMO_PASSWORD, False, args.timeout, args.timeout / 3)
+            client.hash_password(DEMO_PASSWORD), args.timeout,
+            args.timeout / 3)
+        status = finalize_status(results)
         for worker in workers:
             worker.stopped.wait(args.timeout)
     except errors.RescueError as exc:
@@ -464,7 +834,7 @@ def _masked_account(node: sandbox.SandboxNode) -> str:
     return '(no rescue account in %s)' % path
 
 
-# -- arguments ---------------------------------------------------------------
+# -- arguments ----------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: "--password" must not silently mean
@@ -577,27 +947,64 @@ def setup_logging(verbose: bool) -> None:
                         format='%(asctime)s %(levelname)s %(name)s '
                                '%(message)s')
     if not verbose:
-        # The in-memory transport has no heartbeats and no host name, and
-        # the library says so on every connection.
-        for name in ('oslo.messaging', 'oslo_messaging', 'kombu'):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        # What the libraries log of a broker that is away (an error per
+        # attempt, forever) the command says itself, in one line; the
+        # BrokerGuard's handler still gets the records.
+        for name in ('oslo.messaging', 'oslo_messaging', 'kombu', 'amqp'):
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.ERROR)
+            logger.propagate = False
+
+
+def one_line(exc: BaseException) -> CtlError | None:
+    """What an operator meets, as one line and an exit status; None for
+    an error that is a bug (its traceback is what a report needs)."""
+    if isinstance(exc, CtlError):
+        return exc
+    if isinstance(exc, rw_client.WorkerNotListening):
+        return CtlError(str(exc), EXIT_REFUSED)
+    if isinstance(exc, errors.RescueError):
+        # Raised on this side: the password cannot be hashed.
+        return usage_error('%s: %s' % (exc.code, exc.message))
+    if isinstance(exc, oslo_messaging.DriverLoadFailure):
+        return usage_error('no oslo.messaging driver for the scheme of the '
+                           'transport URL: use rabbit://')
+    if isinstance(exc, oslo_messaging.MessagingTimeout):
+        return CtlError('timed out: %s' % exc, EXIT_TIMEOUT)
+    if isinstance(exc, OSError):
+        return usage_error(str(exc))
+    return None
+
+
+# Set once a thread that talks to the broker was given up while it still
+# runs (retrying a connection): the process then exits without waiting for
+# it, or for the library's threads, at interpreter shutdown.
+_ABANDONED = threading.Event()
+
+
+def _exit_now(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return args.func(args)
-    except rw_client.WorkerNotListening as exc:
-        print('rescue-worker-ctl: %s' % exc, file=sys.stderr)
-        return EXIT_FAILED
-    except errors.RescueError as exc:
-        print('rescue-worker-ctl: %s: %s' % (exc.code, exc.message),
-              file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print('rescue-worker-ctl: %s' % exc, file=sys.stderr)
-        return EXIT_USAGE
+        status = args.func(args)
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+    except Exception as exc:
+        error = one_line(exc)
+        if error is None:
+            raise
+        print('%s: %s' % (PROG, error), file=sys.stderr, flush=True)
+        status = error.status
+    if _ABANDONED.is_set():
+        _exit_now(status)
+    return status
 
 
 if __name__ == '__main__':
