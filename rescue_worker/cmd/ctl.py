@@ -42,8 +42,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +99,8 @@ applies to any of them."""
 # Connection retries per message: a tool run by hand fails instead of
 # hanging while the broker is away.
 CLI_RETRY = 3
+# Casts of one request in all, with --wait (the first and the re-casts).
+MAX_CASTS = 3
 # How much longer than its own --timeout a call may take before the
 # connection is blamed: oslo.messaging raises MessagingTimeout itself at
 # --timeout once connected, and that is the better message.
@@ -408,36 +412,93 @@ def _seconds(value: float) -> str:
 
 # -- output -------------------------------------------------------------------
 
-class Progress:
-    """A one-line progress bar on stderr (only on a terminal)."""
+# The detail column is wrapped, never narrower than this.
+MIN_DETAIL_WIDTH = 24
+FORMATS = ('table', 'json')
 
-    def __init__(self, total: int, stream=sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.enabled = stream.isatty()
+
+class Progress:
+    """A one-line progress bar on stderr (only on a terminal): one step
+    per request that has an outcome."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total, self.done = total, 0
+        self.enabled = self.stream.isatty()
+        self._seen: set[str] = set()
+        self._drawn = False
         self._lock = threading.Lock()
+
+    def on_notification(self, event_type: str, data: dict) -> None:
+        """A CompletionWaiter callback: a request's first outcome (not a
+        replay of it, nor its re-cast's) advances the bar."""
+        if event_type not in (payloads.EVENT_END, payloads.EVENT_ERROR):
+            return
+        with self._lock:
+            if data.get('request_id') in self._seen:
+                return
+            self._seen.add(data.get('request_id'))
+        self.advance()
 
     def advance(self) -> None:
         with self._lock:
             self.done += 1
             if self.enabled:
                 width = 30
-                filled = width * self.done // max(self.total, 1)
+                filled = width * min(self.done, self.total) // \
+                    max(self.total, 1)
                 self.stream.write('\r[%s%s] %d/%d' % (
                     '#' * filled, '.' * (width - filled), self.done,
                     self.total))
-                if self.done == self.total:
-                    self.stream.write('\n')
                 self.stream.flush()
+                self._drawn = True
+
+    def finish(self) -> None:
+        """End the bar's line, so that what follows starts on its own."""
+        with self._lock:
+            if self._drawn:
+                self.stream.write('\n')
+                self.stream.flush()
+                self._drawn = False
 
 
-def format_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in column)
-              for column in zip(header, *rows, strict=True)]
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]],
+                 width: int | None = None) -> str:
+    """Aligned columns that fit ``width`` (the terminal's by default): the
+    last column, the detail, is wrapped to what room is left."""
+    rows = [[str(c) for c in row] for row in rows]
+    widths = _column_widths(header, rows,
+                            width or shutil.get_terminal_size().columns)
     lines = []
-    for row in [header, ['-' * w for w in widths], *rows]:
-        cells = zip(row, widths, strict=True)
-        lines.append('  '.join(str(c).ljust(w) for c, w in cells).rstrip())
+    for row in [list(header), ['-' * w for w in widths], *rows]:
+        lines.extend(_row_lines(row, widths))
     return '\n'.join(lines)
+
+
+def _column_widths(header: Sequence[str], rows: list[list[str]],
+                   width: int) -> list[int]:
+    widths = [max(len(c) for c in column)
+              for column in zip(header, *rows, strict=True)]
+    room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+    if widths[-1] > room:
+        widths[-1] = max(room, MIN_DETAIL_WIDTH)
+    return widths
+
+
+def _row_lines(row: list[str], widths: list[int]) -> list[str]:
+    """One row: its first line, then the rest of its wrapped detail."""
+    pieces = textwrap.wrap(row[-1], widths[-1]) or ['']
+    lines = []
+    for i, piece in enumerate(pieces):
+        cells = row[:-1] if i == 0 else [''] * (len(row) - 1)
+        lines.append('  '.join(
+            c.ljust(w) for c, w in zip([*cells, piece], widths,
+                                       strict=True)).rstrip())
+    return lines
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
 
 
 def describe(event_type: str, data: dict) -> str:
@@ -461,6 +522,9 @@ def describe(event_type: str, data: dict) -> str:
     return text
 
 
+OUTCOME_HEADER = ('node', 'outcome', 'ms', 'casts', 'detail')
+
+
 def outcome_rows(outcomes: list[rw_client.Outcome]) -> list[list[str]]:
     rows = []
     for outcome in outcomes:
@@ -472,6 +536,30 @@ def outcome_rows(outcomes: list[rw_client.Outcome]) -> list[list[str]]:
             '%s: %s' % (error['code'], error['message']) if error else 'ok',
         ])
     return rows
+
+
+def outcome_json(outcome: rw_client.Outcome) -> dict:
+    """An outcome for scripts: what the table shows, by name."""
+    data = outcome.data or {}
+    return {'node_id': outcome.node_id, 'request_id': outcome.request_id,
+            'status': outcome.status, 'succeeded': outcome.succeeded,
+            'started': outcome.started, 'casts': outcome.casts,
+            'duration_ms': data.get('duration_ms'), 'error': outcome.error}
+
+
+CAST_HEADER = ('node', 'request', 'detail')
+CAST = 'cast'
+
+
+def cast_json(node_id: str, request_id: str, heard: bool) -> dict:
+    """A plain finalize's result for one node."""
+    if heard:
+        return {'node_id': node_id, 'request_id': request_id,
+                'status': CAST, 'error': None}
+    return {'node_id': node_id, 'request_id': request_id,
+            'status': rw_client.NOT_LISTENING,
+            'error': {'code': rw_client.NOT_LISTENING,
+                      'message': rw_client.not_listening_message(node_id)}}
 
 
 # -- finalize -----------------------------------------------------------------
@@ -504,11 +592,29 @@ def run_finalize(client: rw_client.RescueWorkerClient,
     casts = cast_to_all(client, nodes, password_hash)
     for node_id, _request_id, heard in casts:
         if not heard:
-            print('%s: no worker listening yet; casting again in %.0f s'
-                  % (node_id, start_timeout), file=sys.stderr, flush=True)
+            print(not_listening_yet(node_id, timeout, start_timeout),
+                  file=sys.stderr, flush=True)
     request_ids = {request_id: node_id for node_id, request_id, _ in casts}
     return _wait_for_all(client, waiter, request_ids, timeout,
                          start_timeout)
+
+
+def not_listening_yet(node_id: str, timeout: float,
+                      start_timeout: float) -> str:
+    """What finalize --wait says of a node whose queue did not exist at
+    the first cast: when it casts again, as --timeout allows."""
+    recasts = sum(1 for n in range(1, MAX_CASTS)
+                  if n * start_timeout < timeout)
+    if not recasts:
+        return ('%s: no worker listens for %s yet, and --timeout (%s s) '
+                'ends before --start-timeout (%s s) would cast again: give '
+                'a longer --timeout to wait for it to boot' % (
+                    node_id, node_id, _seconds(timeout),
+                    _seconds(start_timeout)))
+    return ('%s: no worker listens for %s yet; casting again in %s s (%d '
+            'more cast%s at most within --timeout %s s)' % (
+                node_id, node_id, _seconds(start_timeout), recasts,
+                's' if recasts > 1 else '', _seconds(timeout)))
 
 
 def _wait_for_all(client: rw_client.RescueWorkerClient,
@@ -519,7 +625,8 @@ def _wait_for_all(client: rw_client.RescueWorkerClient,
     notification came."""
     try:
         outcomes = waiter.wait(list(request_ids), timeout=timeout,
-                               client=client, start_timeout=start_timeout)
+                               client=client, start_timeout=start_timeout,
+                               max_casts=MAX_CASTS)
     finally:
         for request_id in request_ids:
             # What the client keeps for re-casting holds the hash.
@@ -558,47 +665,71 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         client.hash_password(password)
     with BrokerGuard(conf) as guard:
         if args.wait:
-            return _finalize_and_wait(args, conf, guard, client, nodes,
-                                      password_hash)
+            results = _finalize_and_wait(args, conf, guard, client, nodes,
+                                         password_hash)
+            return _print_outcomes(args, results)
         casts = guard.run(lambda: cast_to_all(client, nodes, password_hash),
                           args.timeout)
-    for node_id, request_id, heard in casts:
+    for _node_id, request_id, _heard in casts:
+        # What the client keeps for re-casting holds the hash.
         client.forget(request_id)
-        if not heard:
-            print('%s: %s' % (node_id,
-                              rw_client.not_listening_message(node_id)))
-    print('cast to %d node(s)' % sum(heard for _, _, heard in casts))
-    return EXIT_OK if all(heard for _, _, heard in casts) else \
-        EXIT_REFUSED
+    return _print_casts(args, casts)
 
 
 def _finalize_and_wait(args: argparse.Namespace, conf: cfg.ConfigOpts,
                        guard: BrokerGuard,
                        client: rw_client.RescueWorkerClient,
                        nodes: list[tuple[str, str | None]],
-                       password_hash: str) -> int:
+                       password_hash: str) -> list[rw_client.Outcome]:
     """finalize --wait: listen, cast, wait; all within --timeout."""
     began = time.monotonic()
     progress = Progress(len(nodes))
     waiter = rw_client.CompletionWaiter(
         rpc.get_notification_transport(conf),
-        on_notification=lambda event, data: progress.advance()
-        if event in (payloads.EVENT_END, payloads.EVENT_ERROR) else None,
+        on_notification=progress.on_notification,
         node_tokens={node: token for node, token in nodes if token})
     # Listening before the first cast, so that no outcome is missed.
     guard.run(waiter.start, args.timeout)
     remaining = max(0.0, args.timeout - (time.monotonic() - began))
-    results = guard.run(
-        lambda: run_finalize(client, waiter, nodes, password_hash,
-                             remaining, args.start_timeout),
-        remaining, grace=CALL_GRACE)
+    try:
+        results = guard.run(
+            lambda: run_finalize(client, waiter, nodes, password_hash,
+                                 remaining, args.start_timeout),
+            remaining, grace=CALL_GRACE)
+    finally:
+        progress.finish()
     waiter.stop()
     report_forgeries(waiter)
-    print(format_table(['node', 'outcome', 'ms', 'casts', 'detail'],
-                       outcome_rows(results)))
-    print('%d of %d nodes rescued' % (
-        sum(o.succeeded for o in results), len(results)))
+    return results
+
+
+def _print_outcomes(args: argparse.Namespace,
+                    results: list[rw_client.Outcome]) -> int:
+    if args.format == 'json':
+        print_json([outcome_json(outcome) for outcome in results])
+    else:
+        print(format_table(OUTCOME_HEADER, outcome_rows(results)))
+        print('%d of %d nodes rescued' % (
+            sum(o.succeeded for o in results), len(results)))
     return finalize_status(results)
+
+
+def _print_casts(args: argparse.Namespace,
+                 casts: list[tuple[str, str, bool]]) -> int:
+    """A plain finalize's results: the request id of each node, to find
+    its outcome by (``watch``, the notifications)."""
+    results = [cast_json(*cast) for cast in casts]
+    if args.format == 'json':
+        print_json(results)
+    else:
+        print(format_table(CAST_HEADER, [
+            [r['node_id'], r['request_id'],
+             r['error']['message'] if r['error'] else CAST]
+            for r in results]))
+        print('cast to %d of %d node(s)' % (
+            sum(heard for _, _, heard in casts), len(casts)))
+    return EXIT_OK if all(heard for _, _, heard in casts) else \
+        EXIT_REFUSED
 
 
 # -- status and watch ---------------------------------------------------------
@@ -613,7 +744,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = guard.run(
             lambda: get_status(client, args.node, token, args.timeout),
             args.timeout, grace=CALL_GRACE)
-    print(json.dumps(status, indent=2, sort_keys=True))
+    if args.format == 'json':
+        print_json(status)
+    else:
+        print(format_table(('field', 'value'), sorted(status.items())))
     return EXIT_OK
 
 
@@ -659,7 +793,8 @@ class _WatchPrinter:
     --count is reached."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.node, self.json, self.count = args.node, args.json, args.count
+        self.node, self.count = args.node, args.count
+        self.json = args.format == 'json'
         self.seen = 0
         self.done = threading.Event()
 
@@ -886,10 +1021,17 @@ def _add_finalize(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--wait', action='store_true',
                    help='wait for every outcome and print a table')
     p.add_argument('--timeout', type=float, default=300.0)
+    _add_format(p)
     p.add_argument('--start-timeout', type=float, default=30.0,
                    help='with --wait, cast a request again when no start '
                         'notification came (or no worker listened) within '
                         'this many seconds; 3 casts in all')
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument('-f', '--format', choices=FORMATS, default='table',
+                   help='table: for people, fitted to the terminal; json: '
+                        'for scripts')
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
@@ -897,6 +1039,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.add_argument('node', metavar='NODE')
     p.add_argument('--token-file')
     p.add_argument('--timeout', type=float, default=30.0)
+    _add_format(p)
 
 
 def _add_watch(sub: argparse._SubParsersAction) -> None:
@@ -906,7 +1049,12 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--token-file',
                    help="the node's agent token: with --node, show only "
                         'notifications whose mac it verifies')
-    p.add_argument('--json', action='store_true', help='JSON lines')
+    p.add_argument('-f', '--format', choices=('text', 'json'),
+                   default='text',
+                   help='text: a readable line per notification; json: a '
+                        'JSON object per line')
+    p.add_argument('--json', dest='format', action='store_const',
+                   const='json', help='the same as --format json')
     p.add_argument('--count', type=int, default=0,
                    help='exit after this many notifications')
     p.add_argument('--timeout', type=float, default=0,

@@ -17,7 +17,7 @@ def test_status_prints_the_worker_state(started_worker, tmp_path):
 
     result = subprocess.run(
         [CTL, 'status', worker.node_id, '--token-file', worker.token_file,
-         '--transport-url', transport_url()],
+         '--format', 'json', '--transport-url', transport_url()],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
     assert result.returncode == 0, result.stderr
@@ -76,7 +76,10 @@ def test_finalize_wait_rescues_a_node_that_boots_after_the_cast(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
     try:
-        assert 'no worker listening yet' in ctl.stderr.readline()
+        assert ctl.stderr.readline().startswith(
+            '%s: no worker listens for %s yet; casting again in 10 s (2 '
+            'more casts at most within --timeout 150 s)' % (
+                worker.node_id, worker.node_id))
         worker.start()
         wait_ready(bus, worker)
         out, err = ctl.communicate(timeout=180)
@@ -149,3 +152,23 @@ def test_watch_with_the_token_shows_only_authentic_notifications(
         'rescue_worker.worker.stopped']
     assert 'req-forged' not in out
     assert 'ignored 1 notification(s) whose mac does not match' in err
+
+
+def test_a_plain_finalize_prints_the_request_id_the_worker_runs(
+        bus, started_worker, secrets_used, tmp_path):
+    worker = started_worker()
+    password = 'plain %s' % uuid.uuid4()
+    secrets_used.append(password)
+
+    result = subprocess.run(
+        [CTL, 'finalize', worker.node_id, '--token-file', worker.token_file,
+         '-f', 'json', '--transport-url', transport_url()],
+        input=password + '\n', capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    [cast] = json.loads(result.stdout)
+    assert cast['status'] == 'cast'
+    [end] = bus.wait_for('rescue_worker.finalize_rescue.end',
+                         request_id=cast['request_id'])
+    assert end['node_id'] == worker.node_id
+    assert password not in result.stdout + result.stderr

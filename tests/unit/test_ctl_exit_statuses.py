@@ -3,6 +3,7 @@ against a real worker on the fake transport (the command's transports are
 the fixture's)."""
 
 import io
+import json
 import socket
 import sys
 import threading
@@ -163,11 +164,14 @@ def test_finalize_to_a_node_without_a_queue_is_5(on_worker, capsys, stdin):
 
     status, out, err = run(capsys, 'finalize', on_worker.node_id,
                            'node-never-booted', '--token-file',
-                           on_worker.token_file)
+                           on_worker.token_file, '-f', 'json')
 
     assert status == ctl.EXIT_REFUSED
-    assert 'no worker listens for node node-never-booted' in out
-    assert 'stopped listening' not in out
+    [_, unknown] = json.loads(out)
+    assert unknown['status'] == rw_client.NOT_LISTENING
+    assert unknown['error']['message'].startswith(
+        'no worker listens for node node-never-booted (its queue does not '
+        'exist)')
 
 
 def test_finalize_wait_rescued_is_0(on_worker, capsys, stdin):
