@@ -32,6 +32,15 @@ Exit statuses (also in ``--help``)::
 
 With several nodes, ``finalize`` exits with the first of 1, 5 and 4 that
 applies to any of them.
+
+Why argparse and not cliff (the OpenStack CLI framework of
+python-openstackclient and python-ironicclient): this module ships in the
+same package as the worker, which goes into every rescue ramdisk, and
+cliff would bring cmd2, PrettyTable, autopage, pyperclip and wcwidth
+there for four commands whose table and JSON output take a few dozen
+lines here. Should the conductor side grow into an ``openstack rescue
+worker ...`` plug-in, it belongs in a client package of its own, on
+cliff, as python-ironicclient is.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from rescue_worker import errors
 from rescue_worker import passwords
 from rescue_worker import payloads
 from rescue_worker import rpc
+from rescue_worker import version
 
 if TYPE_CHECKING:
     # Only the demo runs workers, and imports them when it does: the
@@ -971,15 +981,41 @@ def _masked_account(node: sandbox.SandboxNode) -> str:
 
 # -- arguments ----------------------------------------------------------------
 
+# Descriptions are laid out here (the formatter keeps the epilog's layout).
+HELP_WIDTH = 76
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout (the exit statuses) and shows the default
+    of every option that takes a value."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if ('%(default)' in text or not action.option_strings
+                or action.nargs == 0 or action.default is None
+                or action.default is argparse.SUPPRESS):
+            return text
+        return text + ' (default: %(default)s)'
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: "--password" must not silently mean
     # "--password-file".
     parser = argparse.ArgumentParser(
-        prog='rescue-worker-ctl', allow_abbrev=False,
-        description='Rescue bare-metal nodes through their rescue workers.')
+        prog=PROG, allow_abbrev=False, formatter_class=_HelpFormatter,
+        description=textwrap.fill(
+            'Rescue bare-metal nodes through their rescue workers, and '
+            'watch them do it. "%s COMMAND --help" tells more of each '
+            'command.' % PROG, HELP_WIDTH),
+        epilog=EXIT_STATUSES)
+    parser.add_argument('--version', action='version',
+                        version='%s %s' % (PROG, version.version_string()))
     parser.add_argument('-v', '--verbose', action='store_true',
-                        help='log at DEBUG on standard error')
-    sub = parser.add_subparsers(dest='command', required=True)
+                        help='log at DEBUG on standard error, the '
+                             "messaging libraries' connection attempts "
+                             'included')
+    sub = parser.add_subparsers(dest='command', required=True,
+                                metavar='COMMAND')
     _add_finalize(sub)
     _add_status(sub)
     _add_watch(sub)
@@ -987,45 +1023,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(sub: argparse._SubParsersAction, name: str, help_text: str,
+             func: Callable[[argparse.Namespace], int]
+             ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text,
+                       description=textwrap.fill(help_text, HELP_WIDTH),
+                       epilog=EXIT_STATUSES, allow_abbrev=False,
+                       formatter_class=_HelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def _broker_command(sub: argparse._SubParsersAction, name: str,
                     help_text: str, func: Callable[[argparse.Namespace], int]
                     ) -> argparse.ArgumentParser:
     """The parser of a command that talks to a broker, with the messaging
     options every such command takes."""
-    p = sub.add_parser(name, help=help_text, allow_abbrev=False)
-    p.set_defaults(func=func)
-    p.add_argument('--config-file',
-                   help='oslo.config file with [DEFAULT] transport_url '
-                        'and [oslo_messaging_*] options')
-    p.add_argument('--transport-url',
-                   help='broker URL, e.g. rabbit://user:pass@host:5672/')
-    p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC)
+    p = _command(sub, name, help_text, func)
+    p.add_argument('--config-file', metavar='FILE',
+                   help='oslo.config file with [DEFAULT] transport_url and '
+                        'any [oslo_messaging_*] options; this or '
+                        '--transport-url is needed')
+    p.add_argument('--transport-url', metavar='URL',
+                   help='the broker, e.g. rabbit://USER:PASSWORD@HOST:5672/ '
+                        '(overrides the config file\'s)')
+    p.add_argument('--topic', default=rw_client.DEFAULT_TOPIC,
+                   help="the workers' [rescue_worker] topic")
     return p
 
 
 def _add_finalize(sub: argparse._SubParsersAction) -> None:
-    p = _broker_command(sub, 'finalize', 'rescue one or more nodes',
-                        cmd_finalize)
-    p.add_argument('nodes', nargs='*', metavar='NODE')
-    p.add_argument('--nodes-file',
-                   help='file with one "NODE [TOKEN]" per line')
-    p.add_argument('--token-file',
-                   help='file holding the agent token of the nodes')
-    p.add_argument('--password-file',
-                   help='file holding the password (default: standard input '
-                        'or a prompt)')
+    p = _broker_command(
+        sub, 'finalize', 'rescue one or more nodes: cast finalize_rescue '
+        'to each, and with --wait wait for the outcomes', cmd_finalize)
+    p.add_argument('nodes', nargs='*', metavar='NODE',
+                   help='a node id (its worker\'s [rescue_worker] node_id)')
+    p.add_argument('--nodes-file', metavar='FILE',
+                   help='file with one "NODE [TOKEN]" per line (# starts a '
+                        'comment); a node without a token gets '
+                        '--token-file\'s')
+    p.add_argument('--token-file', metavar='FILE',
+                   help='file holding the agent token of the nodes (without '
+                        'one only a worker that allows unauthenticated '
+                        'requests accepts them)')
+    p.add_argument('--password-file', metavar='FILE',
+                   help='file holding the password; without it, the first '
+                        'line of standard input, or a prompt on a terminal')
     p.add_argument('--hashed', action='store_true',
-                   help='the password given is already a crypt hash')
+                   help='the password given is already a crypt hash, sent '
+                        'as is')
     p.add_argument('--hash-scheme', default=passwords.DEFAULT_SCHEME,
-                   choices=passwords.HASH_SCHEMES)
+                   choices=passwords.HASH_SCHEMES,
+                   help='how the password is hashed on this side, before it '
+                        'is sent')
     p.add_argument('--wait', action='store_true',
-                   help='wait for every outcome and print a table')
-    p.add_argument('--timeout', type=float, default=300.0)
-    _add_format(p)
-    p.add_argument('--start-timeout', type=float, default=30.0,
+                   help='wait for every outcome and print them')
+    p.add_argument('--timeout', type=_seconds_arg, default=300.0,
+                   metavar='SECONDS',
+                   help='give up after this many seconds, the connection '
+                        'to the broker included')
+    p.add_argument('--start-timeout', type=_seconds_arg, default=30.0,
+                   metavar='SECONDS',
                    help='with --wait, cast a request again when no start '
                         'notification came (or no worker listened) within '
-                        'this many seconds; 3 casts in all')
+                        'this many seconds; %d casts in all' % MAX_CASTS)
+    _add_format(p)
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -1035,18 +1097,25 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
-    p = _broker_command(sub, 'status', "show a worker's state", cmd_status)
-    p.add_argument('node', metavar='NODE')
-    p.add_argument('--token-file')
-    p.add_argument('--timeout', type=float, default=30.0)
+    p = _broker_command(sub, 'status', "show a worker's state (a call: the "
+                        'worker answers)', cmd_status)
+    p.add_argument('node', metavar='NODE', help='the node id')
+    p.add_argument('--token-file', metavar='FILE',
+                   help="file holding the node's agent token")
+    p.add_argument('--timeout', type=_seconds_arg, default=30.0,
+                   metavar='SECONDS',
+                   help='give up after this many seconds, the connection '
+                        'to the broker included')
     _add_format(p)
 
 
 def _add_watch(sub: argparse._SubParsersAction) -> None:
-    p = _broker_command(sub, 'watch', 'print notifications as they come',
-                        cmd_watch)
-    p.add_argument('--node', help='only this node')
-    p.add_argument('--token-file',
+    p = _broker_command(sub, 'watch', "print the workers' notifications as "
+                        'they come', cmd_watch)
+    p.add_argument('--node', metavar='NODE',
+                   help="only this node's notifications (default: every "
+                        "node's)")
+    p.add_argument('--token-file', metavar='FILE',
                    help="the node's agent token: with --node, show only "
                         'notifications whose mac it verifies')
     p.add_argument('-f', '--format', choices=('text', 'json'),
@@ -1055,27 +1124,63 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
                         'JSON object per line')
     p.add_argument('--json', dest='format', action='store_const',
                    const='json', help='the same as --format json')
-    p.add_argument('--count', type=int, default=0,
-                   help='exit after this many notifications')
-    p.add_argument('--timeout', type=float, default=0,
-                   help='exit after this many seconds (0: never)')
+    p.add_argument('--count', type=_count_arg, default=0, metavar='N',
+                   help='exit after N notifications (0: no limit); exit 4 '
+                        'if --timeout comes first')
+    p.add_argument('--timeout', type=_seconds_or_never, default=0.0,
+                   metavar='SECONDS',
+                   help='exit after this many seconds, the connection to '
+                        'the broker included (0: never; while the broker '
+                        'cannot be reached, say so every %.0f s)'
+                        % STILL_TRYING_EVERY)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('demo', allow_abbrev=False,
-                       help='rescue N in-process nodes; no broker needed')
-    p.add_argument('--nodes', type=int, default=3)
-    p.add_argument('--transport-url',
+    p = _command(sub, 'demo', 'rescue N nodes whose workers run in this '
+                 'process, on an in-memory broker: nothing to install',
+                 cmd_demo)
+    p.add_argument('--nodes', type=int, default=3, metavar='N',
+                   help='how many nodes')
+    p.add_argument('--transport-url', metavar='URL',
                    help='run against this broker instead of the in-memory '
                         'one (%s)' % DEMO_URL)
-    p.add_argument('--steps', default=None,
-                   help='steps to run (default: the worker default)')
+    p.add_argument('--steps', default=None, metavar='STEP,...',
+                   help="the workers' [rescue_worker] steps (default: the "
+                        "worker's default)")
     p.add_argument('--hash-rounds', type=_sha512_rounds, default=None,
-                   help='sha512_crypt rounds, %d to %d (default: passlib '
+                   metavar='N',
+                   help='sha512_crypt rounds, %d to %d (default: passlib\'s '
                         'default)' % (passwords.MIN_SHA_CRYPT_ROUNDS,
                                       passwords.DEFAULT_CAPS.sha_crypt_rounds))
-    p.add_argument('--timeout', type=float, default=120.0)
-    p.set_defaults(func=cmd_demo)
+    p.add_argument('--timeout', type=_seconds_arg, default=120.0,
+                   metavar='SECONDS',
+                   help='give up on the workers after this many seconds')
+
+
+def _seconds_arg(text: str) -> float:
+    """A time limit: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            '%r is not a number of seconds above 0' % text)
+    return value
+
+
+def _seconds_or_never(text: str) -> float:
+    """A time limit, or 0 for none."""
+    if text.strip() in ('0', '0.0'):
+        return 0.0
+    return _seconds_arg(text)
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            '%r is not a whole number, 0 or more' % text)
+    return int(text)
 
 
 def _sha512_rounds(text: str) -> int:
