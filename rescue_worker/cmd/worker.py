@@ -50,15 +50,24 @@ def main(argv: list[str] | None = None) -> int:
              version.version_string(), conf.rescue_worker.node_id)
     # Secret options (transport_url among them) are masked by oslo.config.
     conf.log_opt_values(LOG, logging.DEBUG)
+    # Each failure is logged after its except block: oslo.log appends the
+    # exception being handled to WARNING and ERROR lines, which would say
+    # the same thing twice on the one line an operator reads.
     try:
         worker = service.RescueWorker(conf)
     except lockdown.AlreadyRescued as exc:
+        refusal = exc
+    except errors.ConfigurationError as exc:
+        refusal = exc
+    else:
+        refusal = None
+    if isinstance(refusal, lockdown.AlreadyRescued):
         # Not a failure: a rescued node simply has nothing to serve, and a
         # non-zero status would make systemd restart us in a loop.
-        LOG.warning('%s', exc)
+        LOG.warning('%s', refusal)
         return 0
-    except errors.ConfigurationError as exc:
-        LOG.error('Cannot start: %s', exc)
+    if refusal is not None:
+        LOG.error('Cannot start: %s', refusal)
         return EXIT_CONFIG
 
     def _on_signal(signum, frame):
@@ -68,17 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     try:
         return worker.run()
-    except service.StartAbandoned as exc:
-        LOG.warning('Exiting: %s', exc)
+    except (service.StartAbandoned, errors.ConfigurationError,
+            service.ShutdownTimeout) as exc:
+        failure = exc
+    _exit_after(failure)
+
+
+def _exit_after(failure: Exception) -> None:
+    """Log why the worker gives up, in one line, and exit at once."""
+    if isinstance(failure, service.StartAbandoned):
+        LOG.warning('Exiting: %s', failure)
         # The thread that connects retries for ever; nothing to wait for.
         _exit_now(0)
-    except errors.ConfigurationError as exc:
-        LOG.error('Cannot start: %s', exc)
+    elif isinstance(failure, errors.ConfigurationError):
+        LOG.error('Cannot start: %s', failure)
         _exit_now(EXIT_CONFIG)
-    except service.ShutdownTimeout as exc:
-        LOG.error('Exiting with a request still running: %s', exc)
-        _exit_now(EXIT_SHUTDOWN_TIMEOUT)
-
+    LOG.error('Exiting with a request still running: %s', failure)
+    _exit_now(EXIT_SHUTDOWN_TIMEOUT)
 
 if __name__ == '__main__':
     sys.exit(main())

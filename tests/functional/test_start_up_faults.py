@@ -43,6 +43,7 @@ def test_wrong_broker_credentials_exit_2_with_one_line(tmp_path):
     logged = worker.logs()
     line = _only_line_with(logged, 'Cannot start')
     assert 'refused the credentials of user' in line
+    assert 'ConfigurationError' not in line  # said once, not twice
     assert urllib.parse.urlsplit(url).hostname in line
     assert 'Traceback' not in logged
     assert 'not-the-password-x9' not in logged
