@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from typing import NoReturn
 from typing import TextIO
 from typing import TypeVar
 
@@ -867,41 +868,84 @@ def report_forgeries(waiter: rw_client.CompletionWaiter) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     url = args.transport_url or DEMO_URL
     base = tempfile.mkdtemp(prefix='rescue-worker-demo-')
-    print('rescue-worker demo: %d node(s) on %s, files under %s' % (
-        args.nodes, url, base))
+    try:
+        return _run_demo(args, url, base)
+    finally:
+        if args.keep:
+            # Lockdown scrubs a rescued node's token and configuration,
+            # not the hash in its shadow file; a node not rescued keeps all.
+            print('kept %s: it holds the rescue password\'s hash (each '
+                  'root/etc/shadow) and, for a node not rescued, its agent '
+                  'token and configuration (with the broker URL); remove it '
+                  'when done: rm -r %s' % (base, base), file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_demo(args: argparse.Namespace, url: str, base: str) -> int:
+    # One deadline for the whole demo: waiting --timeout per node is what
+    # an operator would not expect.
+    deadline = time.monotonic() + args.timeout
     nodes = _demo_nodes(base, url, args.nodes, args.steps)
     confs = [node.load_config() for node in nodes]
-    # The conductor: one transport pair, a waiter listening before anything
-    # is sent, so no notification is missed.
-    transport = rpc.get_rpc_transport(confs[0])
+    print('rescue-worker demo: %d node(s) on %s, files under %s%s' % (
+        args.nodes, rpc.broker_hosts(confs[0]), base,
+        '' if args.keep else ' (removed at the end; --keep keeps them)'))
+    # The conductor: a waiter listening before anything is sent, so that
+    # no notification is missed.
     ready = threading.Semaphore(0)
     waiter = rw_client.CompletionWaiter(
         rpc.get_notification_transport(confs[0]),
-        on_notification=_demo_printer(ready)).start()
+        on_notification=_demo_printer(ready))
+    with BrokerGuard(confs[0]) as guard:
+        guard.run(waiter.start, args.timeout)
     workers: list[service.RescueWorker] = []
+    results: list[rw_client.Outcome] = []
     try:
         _start_workers(nodes, confs, workers)
-        if not all(ready.acquire(timeout=args.timeout) for _ in nodes):
-            print('a worker did not get ready', file=sys.stderr)
-            return EXIT_FAILED
-        client = rw_client.RescueWorkerClient(transport,
+        _wait_ready(ready, len(nodes), deadline, args.timeout)
+        client = rw_client.RescueWorkerClient(rpc.get_rpc_transport(confs[0]),
                                               hash_rounds=args.hash_rounds)
         results = run_finalize(
             client, waiter, [(n.node_id, n.token) for n in nodes],
-            client.hash_password(DEMO_PASSWORD), args.timeout,
+            client.hash_password(DEMO_PASSWORD), _left(deadline),
             args.timeout / 3)
-        status = finalize_status(results)
-        for worker in workers:
-            worker.stopped.wait(args.timeout)
-    except errors.RescueError as exc:
-        print('demo failed: %s' % exc, file=sys.stderr)
-        return EXIT_FAILED
     finally:
-        for worker in workers:
-            worker.request_stop()
+        _stop_workers(workers, results, deadline)
         waiter.stop()
     _print_demo_report(nodes, results)
-    return status
+    return finalize_status(results)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _wait_ready(ready: threading.Semaphore, count: int, deadline: float,
+                timeout: float) -> None:
+    """Wait for ``count`` worker.ready notifications, all by ``deadline``.
+
+    :raises CtlError: not every worker got ready in time.
+    """
+    for _ in range(count):
+        if not ready.acquire(timeout=_left(deadline)):
+            raise CtlError('not every worker got ready within --timeout (%s '
+                           's): try a longer one' % _seconds(timeout),
+                           EXIT_TIMEOUT)
+
+
+def _stop_workers(workers: list[service.RescueWorker],
+                  results: list[rw_client.Outcome], deadline: float) -> None:
+    """Stop the workers: a rescued one stops by itself once locked down
+    (its worker.stopped says so), the others are asked to."""
+    rescued = {o.node_id for o in results if o.succeeded}
+    for worker in workers:
+        if worker.conf.rescue_worker.node_id in rescued:
+            worker.stopped.wait(_left(deadline))
+    for worker in workers:
+        worker.request_stop()
+    for worker in workers:
+        worker.stopped.wait(_left(deadline))
 
 
 def _demo_nodes(base: str, url: str, count: int,
@@ -985,6 +1029,14 @@ def _masked_account(node: sandbox.SandboxNode) -> str:
 HELP_WIDTH = 76
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, '%s: error: %s (see %s --help)\n' % (
+            self.prog, message, self.prog))
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the epilog's layout (the exit statuses) and shows the default
     of every option that takes a value."""
@@ -1001,7 +1053,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: "--password" must not silently mean
     # "--password-file".
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, allow_abbrev=False, formatter_class=_HelpFormatter,
         description=textwrap.fill(
             'Rescue bare-metal nodes through their rescue workers, and '
@@ -1139,7 +1191,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, 'demo', 'rescue N nodes whose workers run in this '
                  'process, on an in-memory broker: nothing to install',
                  cmd_demo)
-    p.add_argument('--nodes', type=int, default=3, metavar='N',
+    p.add_argument('--nodes', type=_positive_int, default=3, metavar='N',
                    help='how many nodes')
     p.add_argument('--transport-url', metavar='URL',
                    help='run against this broker instead of the in-memory '
@@ -1154,7 +1206,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                                       passwords.DEFAULT_CAPS.sha_crypt_rounds))
     p.add_argument('--timeout', type=_seconds_arg, default=120.0,
                    metavar='SECONDS',
-                   help='give up on the workers after this many seconds')
+                   help='give up on the workers after this many seconds, '
+                        'for the whole demo')
+    p.add_argument('--keep', action='store_true',
+                   help='keep the directory of the nodes\' files (roots, '
+                        'tokens, configuration) instead of removing it')
 
 
 def _seconds_arg(text: str) -> float:
@@ -1176,6 +1232,13 @@ def _seconds_or_never(text: str) -> float:
     return _seconds_arg(text)
 
 
+def _positive_int(text: str) -> int:
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(
+            '%r is not a whole number, 1 or more' % text)
+    return int(text)
+
+
 def _count_arg(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(
@@ -1195,6 +1258,12 @@ def _sha512_rounds(text: str) -> int:
     return rounds
 
 
+# Libraries whose logs the command puts in its own words (the broker
+# away, a worker that cannot start) unless -v.
+QUIET_LOGGERS = ('oslo.messaging', 'oslo_messaging', 'kombu', 'amqp',
+                 'stevedore')
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format='%(asctime)s %(levelname)s %(name)s '
@@ -1203,7 +1272,7 @@ def setup_logging(verbose: bool) -> None:
         # What the libraries log of a broker that is away (an error per
         # attempt, forever) the command says itself, in one line; the
         # BrokerGuard's handler still gets the records.
-        for name in ('oslo.messaging', 'oslo_messaging', 'kombu', 'amqp'):
+        for name in QUIET_LOGGERS:
             logger = logging.getLogger(name)
             logger.setLevel(logging.ERROR)
             logger.propagate = False
@@ -1219,6 +1288,9 @@ def one_line(exc: BaseException) -> CtlError | None:
     if isinstance(exc, errors.RescueError):
         # Raised on this side: the password cannot be hashed.
         return usage_error('%s: %s' % (exc.code, exc.message))
+    if isinstance(exc, errors.ConfigurationError):
+        # The demo's workers, started with the options given.
+        return usage_error('the workers cannot start: %s' % exc)
     if isinstance(exc, oslo_messaging.DriverLoadFailure):
         return usage_error('no oslo.messaging driver for the scheme of the '
                            'transport URL: use rabbit://')

@@ -3,6 +3,7 @@ it: one line, exit status 3, within --timeout (oslo.messaging alone
 would retry the connection for ever); and a worker's refusals on RabbitMQ
 (a RemoteError there, not the worker's own exception)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -81,6 +82,23 @@ def test_a_closed_port_is_3_within_the_timeout(command, closed_port,
     assert BROKER_PASSWORD not in result.stdout + result.stderr
 
 
+def test_a_demo_on_a_closed_port_is_3_within_the_timeout(closed_port):
+    url = 'rabbit://conductor:%s@127.0.0.1:%d/' % (BROKER_PASSWORD,
+                                                  closed_port)
+
+    result, took = run_ctl('demo', '--nodes', '1', '--timeout', str(TIMEOUT),
+                           '--transport-url', url)
+
+    assert result.returncode == 3, result.stderr
+    assert took < BOUND
+    assert_one_line(result.stderr)
+    assert 'cannot reach the broker at 127.0.0.1:%d' % closed_port in \
+        result.stderr
+    assert BROKER_PASSWORD not in result.stdout + result.stderr
+    base = result.stdout.split('files under ', 1)[1].split()[0]
+    assert not os.path.exists(base)
+
+
 def _with_password(url, password):
     parts = urllib.parse.urlsplit(url)
     netloc = '%s:%s@%s' % (parts.username, password,
@@ -135,7 +153,11 @@ def test_status_of_a_node_without_a_queue_is_5(bus):
 
 def test_finalize_to_a_node_without_a_queue_is_5(bus, password_file):
     result, _ = run_ctl('finalize', 'node-never-booted', '--password-file',
-                        password_file, '--transport-url', transport_url())
+                        password_file, '-f', 'json', '--transport-url',
+                        transport_url())
 
     assert result.returncode == 5, result.stderr
-    assert 'no worker listens for node node-never-booted' in result.stdout
+    [cast] = json.loads(result.stdout)
+    assert cast['status'] == 'not_listening'
+    assert cast['error']['message'].startswith(
+        'no worker listens for node node-never-booted')

@@ -4,6 +4,7 @@ the fixture's)."""
 
 import io
 import json
+import logging
 import socket
 import sys
 import threading
@@ -19,6 +20,19 @@ from rescue_worker.cmd import ctl
 from rescue_worker.fixture import RescueWorkerFixture
 
 PASSWORD = 'exit status password'
+
+
+@pytest.fixture(autouse=True)
+def libraries_logging_restored():
+    """ctl.main quiets the libraries' loggers for the process; give them
+    back to the tests that come next."""
+    saved = [(logging.getLogger(name), logging.getLogger(name).level,
+              logging.getLogger(name).propagate)
+             for name in ctl.QUIET_LOGGERS]
+    yield
+    for logger, level, propagate in saved:
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture

@@ -14,7 +14,11 @@ from rescue_worker import rpc
 from rescue_worker.cmd import ctl
 from rescue_worker.fixture import NotificationCapture
 from rescue_worker.fixture import RescueWorkerFixture
-from tests.unit.test_ctl_exit_statuses import NoQueue
+from tests.unit import test_ctl_exit_statuses as exit_statuses
+
+NoQueue = exit_statuses.NoQueue
+# An autouse fixture: ctl.main quiets the libraries' loggers.
+libraries_logging_restored = exit_statuses.libraries_logging_restored
 
 PASSWORD = 'output password'
 DETAIL = ('no worker listens for node n1 (its queue does not exist): check '
