@@ -21,13 +21,34 @@ LOG = logging.getLogger(__name__)
 EXIT_CONFIG = 2
 EXIT_SHUTDOWN_TIMEOUT = 3
 
+DESCRIPTION = (
+    'The rescue agent of a bare-metal node, run inside its rescue ramdisk: '
+    'an oslo.messaging worker that listens on its own node\'s topic for the '
+    'conductor\'s finalize_rescue, checks the agent token, creates the '
+    'rescue account with the password it is sent, brings the network up by '
+    'DHCP, publishes start/end/error notifications, then locks itself down '
+    '(removes its token and configuration) so that the tenant who gets the '
+    'node gets no broker credentials with it.')
+EPILOG = (
+    'Every option of the configuration file, with its help and default, is '
+    'in etc/rescue-worker/rescue-worker.conf.sample of the source tree; '
+    'generate it with "oslo-config-generator --namespace rescue_worker '
+    '--namespace oslo.messaging --namespace oslo.log". A node needs at '
+    'least [DEFAULT] transport_url and [rescue_worker] node_id, and its '
+    'agent token in the file [rescue_worker] agent_token_file names (mode '
+    '0600). Exit '
+    'status: 0 after a rescue or SIGTERM, 2 when the configuration or the '
+    'token cannot be used, 3 when SIGTERM gave up on a running request, 4 '
+    'when SIGTERM came while an outcome was still unpublished.')
+
 
 def parse_config(argv: list[str] | None) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     rpc.register_opts(conf)
     log.register_options(conf)
     conf(argv, project='rescue-worker', prog='rescue-worker',
-         version=version.version_string())
+         version=version.version_string(), description=DESCRIPTION,
+         epilog=EPILOG)
     rpc.check_option_values(conf)
     return conf
 
