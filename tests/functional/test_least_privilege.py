@@ -42,9 +42,10 @@ from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import transport_url
 from tests.functional.conftest import wait_ready
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, 'tools', 'rescue-worker-broker-user')
+# The console script installed with the package (tools/ keeps a wrapper
+# for source trees).
+TOOL = os.path.join(os.path.dirname(sys.executable),
+                    'rescue-worker-broker-user')
 # Where pifpaf itself finds rabbitmqctl. Debian's /usr/sbin/rabbitmqctl is
 # a wrapper that, run as root, switches to the rabbitmq user and so reads
 # that user's Erlang cookie instead of pifpaf's.
