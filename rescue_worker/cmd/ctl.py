@@ -22,7 +22,8 @@ Exit statuses (also in ``--help``)::
        the worker answered (status), the watch ended
     1  a rescue failed: a worker published an error outcome
     2  usage or bad input: an option, an unreadable or empty token,
-       password or nodes file, no node, no broker given
+       password or nodes file, no node, no broker given, demo workers
+       that cannot start with the options given
     3  the broker cannot be reached, or it refused the credentials
     4  timed out: no answer (status) or no outcome (finalize --wait)
        within --timeout; fewer than --count notifications (watch)
@@ -97,7 +98,8 @@ exit status:
        the worker answered (status), the watch ended
   1    a rescue failed: a worker published an error outcome
   2    usage or bad input: an option, an unreadable or empty token,
-       password or nodes file, no node, no broker given
+       password or nodes file, no node, no broker given, demo workers
+       that cannot start with the options given
   3    the broker cannot be reached, or it refused the credentials
   4    timed out: no answer (status) or no outcome (finalize --wait)
        within --timeout; fewer than --count notifications (watch)
@@ -286,8 +288,8 @@ def _logged_error(record: logging.LogRecord) -> str:
     args = record.args
     if isinstance(args, dict) and args.get('err_str') is not None:
         return str(args['err_str'])
-    if isinstance(args, tuple) and args and \
-            record.msg.startswith('Connection failed'):
+    if isinstance(args, tuple) and args and isinstance(record.msg, str) \
+            and record.msg.startswith('Connection failed'):
         return str(args[0])
     return record.getMessage()
 
@@ -344,10 +346,11 @@ class BrokerGuard:
         logging.getLogger(RABBIT_LOGGER).removeHandler(self._log)
 
     def run(self, func: Callable[[], T], limit: float | None,
-            grace: float = 0.0) -> T:
+            grace: float = 0.0, said: float | None = None) -> T:
         """``func()``, given at most ``limit`` seconds (None: as long as
         it takes, saying now and then that the broker is still away), and
-        ``grace`` more for what ``func`` itself bounds by ``limit``.
+        ``grace`` more for what ``func`` itself bounds by ``limit``;
+        ``said`` is the limit to name when it is a part of the operator's.
 
         :raises CtlError: the broker could not be reached or refused the
             credentials (``EXIT_BROKER``).
@@ -362,7 +365,7 @@ class BrokerGuard:
         try:
             while not done.wait(self._slice(deadline)):
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise self.unreachable(limit)
+                    raise self.unreachable(said or limit)
                 self._still_trying(time.monotonic() - began)
         finally:
             if not call.finished:
@@ -432,9 +435,13 @@ class Progress:
     """A one-line progress bar on stderr (only on a terminal): one step
     per request that has an outcome."""
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None,
+                 counts: Callable[[str], bool] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total, self.done = total, 0
+        # Which request ids are ours: the waiter sees every request on
+        # the exchange, other conductors' too.
+        self.counts = counts
         self.enabled = self.stream.isatty()
         self._seen: set[str] = set()
         self._drawn = False
@@ -444,6 +451,9 @@ class Progress:
         """A CompletionWaiter callback: a request's first outcome (not a
         replay of it, nor its re-cast's) advances the bar."""
         if event_type not in (payloads.EVENT_END, payloads.EVENT_ERROR):
+            return
+        if self.counts is not None and \
+                not self.counts(data.get('request_id')):
             return
         with self._lock:
             if data.get('request_id') in self._seen:
@@ -694,7 +704,8 @@ def _finalize_and_wait(args: argparse.Namespace, conf: cfg.ConfigOpts,
                        password_hash: str) -> list[rw_client.Outcome]:
     """finalize --wait: listen, cast, wait; all within --timeout."""
     began = time.monotonic()
-    progress = Progress(len(nodes))
+    progress = Progress(len(nodes),
+                        counts=lambda rid: client.sent_to(rid) is not None)
     waiter = rw_client.CompletionWaiter(
         rpc.get_notification_transport(conf),
         on_notification=progress.on_notification,
@@ -706,7 +717,7 @@ def _finalize_and_wait(args: argparse.Namespace, conf: cfg.ConfigOpts,
         results = guard.run(
             lambda: run_finalize(client, waiter, nodes, password_hash,
                                  remaining, args.start_timeout),
-            remaining, grace=CALL_GRACE)
+            remaining, grace=CALL_GRACE, said=args.timeout)
     finally:
         progress.finish()
     waiter.stop()

@@ -393,6 +393,20 @@ def test_guard_gives_a_stuck_connection_up_at_the_limit(guard):
     assert guard.abandoned.is_set()
 
 
+def test_guard_names_the_operators_limit_for_a_part_of_it(guard):
+    # finalize --wait: the casts get what is left of --timeout, and a
+    # connection lost there is blamed on --timeout, not on the remainder.
+    release = threading.Event()
+    try:
+        with pytest.raises(ctl.CtlError) as raised:
+            guard.run(lambda: release.wait(60), 0.2, grace=0.1, said=5)
+    finally:
+        release.set()
+
+    assert str(raised.value).startswith(
+        'cannot reach the broker at broker.example:5672 within 5 s: ')
+
+
 def test_guard_stops_waiting_when_the_broker_refuses_the_login(guard):
     release = threading.Event()
     logger = ctl.logging.getLogger(ctl.RABBIT_LOGGER)

@@ -116,6 +116,17 @@ def test_the_bar_counts_each_request_once():
     assert stream.getvalue().endswith('] 1/2')
 
 
+def test_the_bar_counts_only_its_own_requests():
+    # The waiter sees every outcome on the exchange, other conductors'.
+    stream = Terminal()
+    progress = ctl.Progress(2, stream, counts=lambda rid: rid == 'mine')
+
+    progress.on_notification(payloads.EVENT_END, _outcome_data('theirs'))
+    progress.on_notification(payloads.EVENT_ERROR, _outcome_data('mine'))
+
+    assert progress.done == 1
+
+
 def test_finish_ends_a_bar_that_did_not_fill():
     stream = Terminal()
     progress = ctl.Progress(3, stream)
