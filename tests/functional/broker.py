@@ -382,22 +382,22 @@ class CountingWorker:
         notifications = self.worker.notifications
         start, outcome = notifications.start, notifications.outcome
 
-        def counting_start(data):
-            self.runs[data['request_id']] += 1
-            start(data)
+        def counting_start(payload):
+            self.runs[payload.request_id] += 1
+            start(payload)
 
-        def counting_outcome(data):
+        def counting_outcome(payload):
             # Counted before the publish returns (the conductor may see the
             # end before the broker's confirm reaches this thread), and
             # taken back if the broker did not take it.
-            first = not data.get('replayed')
+            first = not payload.replayed
             if first:
-                self.published[data['request_id']] += 1
+                self.published[payload.request_id] += 1
             try:
-                outcome(data)
+                outcome(payload)
             except notify.NotificationNotSent:
                 if first:
-                    self.published[data['request_id']] -= 1
+                    self.published[payload.request_id] -= 1
                 raise
         notifications.start = counting_start
         notifications.outcome = counting_outcome
