@@ -14,15 +14,14 @@ import stat
 
 from oslo_config import cfg
 
+from rescue_worker import boot
 from rescue_worker import errors
 
 LOG = logging.getLogger(__name__)
 
 MIN_LENGTH = 32
-CMDLINE_KEY = 'rescue_worker_token'
-#: the boot parameter that gives the broker URL (credentials included)
-CMDLINE_TRANSPORT_URL = 'rescue_worker.transport_url'
-PROC_CMDLINE = '/proc/cmdline'
+CMDLINE_KEY = boot.TOKEN
+PROC_CMDLINE = boot.PROC_CMDLINE
 
 
 def _read_token_file(path: str) -> str:
@@ -53,19 +52,8 @@ def _read_token_file(path: str) -> str:
             'line, e.g. from "openssl rand -hex 32".' % path) from None
 
 
-def cmdline_parameters(path: str = PROC_CMDLINE) -> dict[str, str]:
-    """The ``key=value`` words of the kernel command line (the last one
-    wins, as the kernel's own parsing does); empty if it cannot be read."""
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            words = f.read().split()
-    except OSError:
-        return {}
-    return dict(word.split('=', 1) for word in words if '=' in word)
-
-
 def _read_cmdline(path: str) -> str | None:
-    return cmdline_parameters(path).get(CMDLINE_KEY)
+    return boot.parameters(path).get(CMDLINE_KEY)
 
 
 def load_token(conf: cfg.ConfigOpts,

@@ -19,6 +19,7 @@ from oslo_config import cfg
 
 from rescue_worker import accounts
 from rescue_worker import agent_token
+from rescue_worker import boot
 from rescue_worker import contract
 from rescue_worker import endpoint as rw_endpoint
 from rescue_worker import errors
@@ -66,7 +67,7 @@ class RescueWorker:
                  rpc_transport: oslo_messaging.Transport | None = None,
                  notification_transport: oslo_messaging.Transport | None
                  = None,
-                 cmdline_path: str = agent_token.PROC_CMDLINE, *,
+                 cmdline_path: str = boot.PROC_CMDLINE, *,
                  pipeline: rw_pipeline.Pipeline | None = None,
                  journal: rw_journal.Journal | None = None,
                  notifications: notify.Notifications | None = None,
@@ -82,7 +83,7 @@ class RescueWorker:
             request_stop=lambda: self.request_stop(STOP_RESCUED),
             after_scrub=([self._unlock_account]
                          if accounts.locked_until_lockdown(conf) else []),
-            cmdline_secrets=self._cmdline_secrets(cmdline_path))
+            cmdline_secrets=boot.secrets_given(cmdline_path))
         # A crash between the marker and the end of the scrub left secrets
         # behind: finish the scrub, then refuse to serve.
         self.lockdown.finish_interrupted()
@@ -312,13 +313,6 @@ class RescueWorker:
         except LookupError:
             LOG.info('No %s account to unlock (the account step did not '
                      'run)', group.username)
-
-    def _cmdline_secrets(self, cmdline_path: str) -> list[str]:
-        given = agent_token.cmdline_parameters(cmdline_path)
-        return [name for key, name in (
-            (agent_token.CMDLINE_KEY, 'node token'),
-            (agent_token.CMDLINE_TRANSPORT_URL,
-             'broker URL (with its credentials)')) if key in given]
 
     # -- helpers -----------------------------------------------------------
 

@@ -350,15 +350,3 @@ def test_a_fifo_in_place_of_the_token_file_is_refused_at_once(tmp_path,
 
     assert not loader.is_alive(), 'load_token blocked on a FIFO'
     assert outcome and 'not a regular file' in outcome[0]
-
-
-def test_cmdline_parameters_reads_every_key_value_word(tmp_path):
-    path = tmp_path / 'cmdline'
-    path.write_text('BOOT_IMAGE=/vmlinuz ro rescue_worker.node_id=n1 '
-                    'rescue_worker.transport_url=rabbit://h:5672/ quiet\n')
-
-    params = agent_token.cmdline_parameters(str(path))
-
-    assert params['rescue_worker.node_id'] == 'n1'
-    assert params['rescue_worker.transport_url'] == 'rabbit://h:5672/'
-    assert 'ro' not in params
