@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 from oslo_config import cfg
 from oslo_log import log
 
+from rescue_worker import boot
 from rescue_worker import errors
 from rescue_worker import lockdown
 from rescue_worker import rpc
@@ -36,16 +38,31 @@ EPILOG = (
     '--namespace oslo.messaging --namespace oslo.log". A node needs at '
     'least [DEFAULT] transport_url and [rescue_worker] node_id, and its '
     'agent token in the file [rescue_worker] agent_token_file names (mode '
-    '0600). Exit '
+    '0600); or all three on the kernel command line, with no file at all. '
+    'Exit '
     'status: 0 after a rescue or SIGTERM, 2 when the configuration or the '
     'token cannot be used, 3 when SIGTERM gave up on a running request, 4 '
     'when SIGTERM came while an outcome was still unpublished.')
 
 
+KERNEL_CMDLINE_OPT = cfg.StrOpt(
+    'kernel-cmdline', default=boot.PROC_CMDLINE,
+    help='File holding the kernel command line, whose rescue_worker.node_id=, '
+         'rescue_worker.transport_url= and rescue_worker_token= stand in '
+         'for options the configuration files leave unset.')
+
+
 def parse_config(argv: list[str] | None) -> cfg.ConfigOpts:
+    argv = list(sys.argv[1:] if argv is None else argv)
     conf = cfg.ConfigOpts()
     rpc.register_opts(conf)
     log.register_options(conf)
+    conf.register_cli_opt(KERNEL_CMDLINE_OPT)
+    # The boot parameters are defaults, so they must be known before the
+    # files are read: find --kernel-cmdline ahead of oslo.config.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument('--kernel-cmdline', default=boot.PROC_CMDLINE)
+    boot.set_defaults(conf, early.parse_known_args(argv)[0].kernel_cmdline)
     conf(argv, project='rescue-worker', prog='rescue-worker',
          version=version.version_string(), description=DESCRIPTION,
          epilog=EPILOG)
@@ -75,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     # exception being handled to WARNING and ERROR lines, which would say
     # the same thing twice on the one line an operator reads.
     try:
-        worker = service.RescueWorker(conf)
+        worker = service.RescueWorker(conf,
+                                      cmdline_path=conf.kernel_cmdline)
     except lockdown.AlreadyRescued as exc:
         refusal = exc
     except errors.ConfigurationError as exc:

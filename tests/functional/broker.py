@@ -22,7 +22,8 @@ Also here:
   can SIGKILL it there; the ``gate`` step plugin does the same inside the
   pipeline.
 - ``record``: one JSON line per scenario in the file named by
-  ``RESCUE_WORKER_RELIABILITY_LOG`` (the numbers of doc/source/reliability.rst).
+  ``RESCUE_WORKER_RELIABILITY_LOG`` (the numbers of
+  doc/source/reliability.rst).
 """
 
 from __future__ import annotations

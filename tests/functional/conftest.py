@@ -162,6 +162,8 @@ class WorkerProcess:
         #: variables added to the worker's environment (oslo.config reads
         #: OS_<GROUP>__<OPTION> from there, credentials included)
         self.extra_env = {}
+        #: arguments added to the worker's command line
+        self.extra_args = []
 
     def write_config(self):
         with open(self.config_file, 'w') as f:
@@ -177,7 +179,8 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 self.wrap([os.path.join(os.path.dirname(sys.executable),
                                         'rescue-worker'),
-                           '--config-file', self.config_file]),
+                           '--config-file', self.config_file]
+                          + self.extra_args),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env)
         self.runs.append(self.proc)

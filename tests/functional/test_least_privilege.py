@@ -282,7 +282,8 @@ def smuggle(node_user, routing_key, body):
     """Route a message into the control exchange through an exchange of
     the node's own (exchange-to-exchange binding): topic permissions are
     checked against the exchange published to, which is not the control
-    exchange. See doc/source/broker-permissions.rst, "What cannot be restricted".
+    exchange. See doc/source/broker-permissions.rst, "What cannot be
+    restricted".
     """
     own = '%s_fanout_%s' % (TOPIC, uuid.uuid4().hex)
     with node_user.connection() as conn:

@@ -66,3 +66,43 @@ def test_sigterm_stops_a_worker_whose_broker_never_answers(tmp_path):
     logged = worker.logs()
     assert 'before the broker at 127.0.0.1:%d answered' % port in logged
     assert 'broker-pw-x7' not in logged
+
+
+def test_a_node_boots_from_its_kernel_command_line(bus, tmp_path,
+                                                   secrets_used):
+    # One image for every node: node id, broker URL and token come on the
+    # kernel command line; the image's own file holds none of them.
+    import uuid
+
+    from tests.functional.conftest import wait_ready
+    worker = WorkerProcess(tmp_path / 'w', transport_url())
+    section = worker._parser['rescue_worker']
+    del section['node_id']
+    section['agent_token_file'] = str(tmp_path / 'no-token-file')
+    del worker._parser['DEFAULT']['transport_url']
+    worker.write_config()
+    cmdline = tmp_path / 'cmdline'
+    cmdline.write_text('BOOT_IMAGE=/vmlinuz ro rescue_worker.node_id=%s '
+                       'rescue_worker.transport_url=%s '
+                       'rescue_worker_token=%s quiet\n' % (
+                           worker.node_id, transport_url(), worker.token))
+    worker.extra_args = ['--kernel-cmdline', str(cmdline)]
+    password = 'booted %s' % uuid.uuid4()
+    secrets_used.append(password)
+
+    worker.start()
+    try:
+        wait_ready(bus, worker)
+        request_id = 'req-%s' % uuid.uuid4()
+        bus.client(worker.node_id).cast(
+            {'request_id': request_id}, 'finalize_rescue',
+            rescue_password=password, agent_token=worker.token)
+        [end] = bus.wait_for('rescue_worker.finalize_rescue.end',
+                             request_id=request_id)
+        assert end['error'] is None
+        assert worker.wait(timeout=60) == 0
+    finally:
+        worker.kill()
+    logged = worker.logs()
+    assert 'node token came from the kernel command line' in logged
+    assert 'broker URL (with its credentials) came from the kernel' in logged
