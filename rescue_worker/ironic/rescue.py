@@ -33,8 +33,8 @@ from ironic.conductor import task_manager
 from ironic.conductor import utils as manager_utils
 from ironic.conf import CONF
 from ironic.drivers import base
-from ironic.drivers.modules import agent
 from ironic.drivers import utils as driver_utils
+from ironic.drivers.modules import agent
 
 from rescue_worker import boot
 from rescue_worker.ironic import broker
@@ -201,7 +201,7 @@ class RescueWorkerRescue(base.RescueInterface):
         listener.ensure_started()
         filters = {'provision_state': states.RESCUEWAIT,
                    'reserved': False, 'maintenance': False}
-        for node_uuid, driver, group in manager.iter_nodes(filters=filters):
+        for node_uuid, _driver, _group in manager.iter_nodes(filters=filters):
             try:
                 listener.get().recast(context, node_uuid)
             except Exception:
