@@ -55,6 +55,19 @@ def test_a_password_of_4096_characters_hashes_and_verifies():
     assert passlib_hash.sha512_crypt.verify(secret, hashed)
 
 
+def test_bcrypt_hashes_a_password_over_72_bytes_by_its_first_72():
+    # The promise of hash_password's docstring. bcrypt 5 breaks it under
+    # libpass 1.9.4 (a ValueError for the whole password), which is why
+    # requirements.txt keeps bcrypt<5.
+    secret = '\u00e9' * 50  # 100 bytes of UTF-8
+
+    hashed = passwords.hash_password(secret, 'bcrypt', rounds=4)
+
+    assert passlib_hash.bcrypt.verify(secret, hashed)
+    assert passlib_hash.bcrypt.verify(secret[:36], hashed)
+    assert not passlib_hash.bcrypt.verify(secret[:35], hashed)
+
+
 def test_hash_password_refuses_an_invalid_password():
     with pytest.raises(errors.RescueError) as info:
         passwords.hash_password('', 'sha512_crypt', rounds=1000)
