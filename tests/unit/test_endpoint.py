@@ -348,7 +348,11 @@ def test_requests_run_one_at_a_time(gated_steps):
         status = worker.rpc_client().call({}, 'get_status',
                                           agent_token=worker.token)
         assert status['state'] == 'rescuing'
+        # The capture polls the transport: the first start may not be in
+        # yet (it is published before the steps run, so it will come).
+        events.wait_for(notify.EVENT_START, request_id=first)
         assert len(events.matching(notify.EVENT_START)) == 1
+        assert not events.matching(notify.EVENT_START, request_id=second)
 
         gated_steps.gate.set()
         events.wait_for(notify.EVENT_END, request_id=first)
