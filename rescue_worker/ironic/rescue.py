@@ -143,14 +143,15 @@ class RescueWorkerRescue(base.RescueInterface):
             raise exception.InstanceRescueFailure(
                 node=node.uuid, instance=node.instance_uuid,
                 reason=str(exc)) from None
-        params = {
-            boot.NODE_ID: node.uuid,
-            boot.TRANSPORT_URL: ramdisk_transport_url(user, password),
-            boot.TOKEN: token,
-        }
-        # The listener must consume before the worker can publish ready.
-        listener.ensure_started()
         try:
+            params = {
+                boot.NODE_ID: node.uuid,
+                boot.TRANSPORT_URL: ramdisk_transport_url(user, password),
+                boot.TOKEN: token,
+            }
+            # The listener must consume before the worker can publish
+            # ready.
+            listener.ensure_started()
             self._boot(task, params)
         except Exception:
             # Ironic's failure path does not call clean_up after rescue().
