@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+LOG = logging.getLogger(__name__)
+
 
 def emit(event: str, **fields) -> None:
     sys.stdout.write(json.dumps(dict(fields, event=event)) + '\n')
@@ -124,7 +126,7 @@ def main(argv: list[str]) -> int:
         kinds = {'rescue': RescueNodes, 'bare': BareNodes}
         nodes = kinds[spec['kind']](spec)
     except Exception as exc:
-        logging.exception('fleet helper failed to start its nodes')
+        LOG.exception('fleet helper failed to start its nodes')
         emit('error', message='%s: %s' % (type(exc).__name__, exc))
         sys.stderr.flush()
         os._exit(1)
