@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from unittest import mock
 
 import fixtures
 from ironic.common import states
@@ -171,10 +172,12 @@ class ListenerTestCase(base.RescueWorkerTestCase):
             task.node.save()
         self.worker.start()
         self.listener.wait_handled(payloads.EVENT_READY)
-        self.listener.recast(self.context, self.node.uuid)
-        # Nothing was cast: the worker still waits for its first request.
+        with mock.patch.object(self.listener.client, 'finalize_rescue',
+                               wraps=self.listener.client.finalize_rescue
+                               ) as cast:
+            self.listener.recast(self.context, self.node.uuid)
+        cast.assert_not_called()
         self.assertEqual('waiting', self._worker_state())
-        self.assertEqual([], self.events.matching(payloads.EVENT_START))
 
     def _worker_state(self):
         return self.worker.rpc_client().call(
@@ -206,3 +209,24 @@ class ListenerTestCase(base.RescueWorkerTestCase):
         self.listener.wait_handled(payloads.EVENT_END)
         self.node.refresh()
         self.assertEqual(states.RESCUE, self.node.provision_state)
+
+    def test_forged_ready_casts_nothing_and_the_real_one_does(self):
+        self.listener.lose.add(payloads.EVENT_READY)
+        self.worker.start()
+        self.listener.wait_handled(payloads.EVENT_READY)
+        self.listener.lose.clear()
+        ready = self.events.wait_for(payloads.EVENT_READY)
+        forged = payloads.WorkerPayload(**ready.data).envelope(
+            payloads.EVENT_READY, self._publisher(), 'y' * 43)
+        with mock.patch.object(self.listener.client, 'finalize_rescue',
+                               wraps=self.listener.client.finalize_rescue
+                               ) as cast:
+            self.listener.handle(self._publisher(), payloads.EVENT_READY,
+                                 forged)
+            cast.assert_not_called()
+            # The genuine ready, handled the same way, does cast.
+            self.listener.handle(ready.publisher_id, ready.event_type,
+                                 ready.payload)
+            cast.assert_called_once()
+        self.assertEqual(self.request_id, cast.call_args.kwargs['request_id'])
+        self.assertTrue(cast.call_args.kwargs['hashed'])

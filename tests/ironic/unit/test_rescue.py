@@ -165,3 +165,53 @@ class RescueTestCase(base.RescueWorkerTestCase):
                                    ':15672/api/', http=self.broker)
         admin.delete_node_user(self.node.uuid)
         self.assertEqual('http://192.0.2.10:15672/api', admin.api)
+
+
+class UnrescueTestCase(base.RescueWorkerTestCase):
+
+    def test_unrescue_returns_active_and_leaves_no_user(self):
+        listener.install(FakeStartedListener())
+        node = self.create_node()
+        with task_manager.acquire(self.context, node.uuid) as task:
+            task.driver.rescue.rescue(task)
+        node.refresh()
+        self.assertIn('rw-%s' % node.uuid, self.broker.users)
+        with task_manager.acquire(self.context, node.uuid) as task:
+            self.assertEqual(states.ACTIVE,
+                             task.driver.rescue.unrescue(task))
+        node.refresh()
+        self.assertEqual({}, self.broker.users)
+        self.assertNotIn(rescue.TOKEN_KEY, node.driver_internal_info)
+        self.prepare_instance.assert_called_once()
+
+
+class HardwareTypesTestCase(base.RescueWorkerTestCase):
+
+    def test_each_type_accepts_rescue_worker_and_keeps_its_own(self):
+        from ironic.drivers import generic
+        from ironic.drivers import ipmi
+        from ironic.drivers import redfish
+
+        from rescue_worker.ironic import hardware
+        for ours, theirs in (
+                (hardware.IPMIRescueWorkerHardware, ipmi.IPMIHardware),
+                (hardware.RedfishRescueWorkerHardware,
+                 redfish.RedfishHardware),
+                (hardware.ManualManagementRescueWorkerHardware,
+                 generic.ManualManagementHardware)):
+            self.assertEqual(
+                [rescue.RescueWorkerRescue]
+                + theirs().supported_rescue_interfaces,
+                ours().supported_rescue_interfaces)
+            self.assertEqual(theirs().supported_power_interfaces,
+                             ours().supported_power_interfaces)
+
+    def test_entry_points_name_them(self):
+        from importlib import metadata
+        points = metadata.entry_points()
+        rescues = {p.name: p.load() for p in points.select(
+            group='ironic.hardware.interfaces.rescue')}
+        self.assertIs(rescue.RescueWorkerRescue, rescues['rescue-worker'])
+        types = {p.name for p in points.select(group='ironic.hardware.types')}
+        self.assertLessEqual({'ipmi-rescue-worker', 'redfish-rescue-worker',
+                              'manual-management-rescue-worker'}, types)
