@@ -60,10 +60,15 @@ def broker_admin() -> broker.BrokerAdmin:
     if not group.management_url:
         raise exception.InvalidParameterValue(
             '[rescue_worker] management_url is not set')
-    return broker.BrokerAdmin(group.management_url, vhost=group.vhost,
-                              topic=group.topic,
-                              notification_topic=group.notification_topic,
-                              timeout=group.management_timeout)
+    try:
+        return broker.BrokerAdmin(
+            group.management_url, vhost=group.vhost, topic=group.topic,
+            notification_topic=group.notification_topic,
+            timeout=group.management_timeout)
+    except broker.BrokerAdminError as exc:
+        # An Ironic exception, so that the API shows the operator what to
+        # fix; the message never holds the URL (it has a password).
+        raise exception.InvalidParameterValue(str(exc)) from None
 
 
 BROKER_ADMIN_FACTORY = broker_admin

@@ -215,3 +215,22 @@ class HardwareTypesTestCase(base.RescueWorkerTestCase):
         types = {p.name for p in points.select(group='ironic.hardware.types')}
         self.assertLessEqual({'ipmi-rescue-worker', 'redfish-rescue-worker',
                               'manual-management-rescue-worker'}, types)
+
+
+class ValidateTestCase(base.RescueWorkerTestCase):
+
+    def test_validate_names_missing_broker_settings(self):
+        self.config(management_url=None, group='rescue_worker')
+        self.config(ramdisk_transport_url=None, group='rescue_worker')
+        node = self.create_node()
+        with task_manager.acquire(self.context, node.uuid) as task:
+            error = self.assertRaises(exception.InvalidParameterValue,
+                                      task.driver.rescue.validate, task)
+        self.assertIn('ramdisk_transport_url, management_url', str(error))
+
+    def test_management_url_without_credentials_is_refused_plainly(self):
+        self.config(management_url='http://192.0.2.10:15672/',
+                    group='rescue_worker')
+        error = self.assertRaises(exception.InvalidParameterValue,
+                                  rescue.broker_admin)
+        self.assertIn('userinfo', str(error))
