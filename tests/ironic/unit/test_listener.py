@@ -49,6 +49,8 @@ class ListenerTestCase(base.RescueWorkerTestCase):
             f.write(self.token + '\n')
         self.request_id = self.node.driver_internal_info[
             rescue.REQUEST_ID_KEY]
+        self.broker_password = self.broker.users[
+            'rw-%s' % self.node.uuid]['password']
 
     def _publisher(self):
         return 'rescue-worker.%s' % self.node.uuid
@@ -84,7 +86,9 @@ class ListenerTestCase(base.RescueWorkerTestCase):
         # The node's secrets are gone with the outcome.
         self.assertEqual({}, self.broker.users)
         self.assertNotIn(rescue.TOKEN_KEY, self.node.driver_internal_info)
-        self.assertNotIn(self.token, self.log.output)
+        for secret in (self.token, self.broker_password, conductors_hash):
+            self.assertNotIn(secret, self.log.output)
+            self.assertNotIn(secret, str(self.node.driver_internal_info))
 
     def test_worker_error_fails_the_rescue_with_its_code(self):
         with task_manager.acquire(self.context, self.node.uuid) as task:
