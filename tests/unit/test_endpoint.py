@@ -29,11 +29,16 @@ from tests.unit import helpers
 
 PASSWORD = 'correct horse battery staple'
 SHA512 = sha512_crypt.using(rounds=5000).hash('s3cret-hashed')
+# A worker hashes a plaintext password at its cap when the cap is below
+# passlib's default cost (656000 rounds: a quarter of a second a hash, and
+# most tests here hash one or two). No test here is about the cost; SHA512
+# above stays within this cap.
+FAST = {'max_sha_crypt_rounds': 5000}
 
 
 @pytest.fixture
 def worker():
-    with RescueWorkerFixture(steps='password',
+    with RescueWorkerFixture(**FAST, steps='password',
                              exit_after_rescue=False) as fixture:
         yield fixture
 
@@ -222,7 +227,7 @@ def test_bad_request_gets_one_error_and_changes_nothing(worker, events,
 
 
 def test_plaintext_is_refused_when_hashes_are_required():
-    with RescueWorkerFixture(steps='password',
+    with RescueWorkerFixture(**FAST, steps='password',
                              require_hashed=True) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         before = helpers.snapshot(worker.state_dir, worker.root_dir)
@@ -338,7 +343,7 @@ def gated_steps(monkeypatch):
 
 
 def test_requests_run_one_at_a_time(gated_steps):
-    with RescueWorkerFixture(steps='password,gated',
+    with RescueWorkerFixture(**FAST, steps='password,gated',
                              exit_after_rescue=False) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         first = cast(worker, rescue_password=PASSWORD)
@@ -361,7 +366,7 @@ def test_requests_run_one_at_a_time(gated_steps):
 
 
 def test_stop_while_a_request_runs_finishes_it_first(gated_steps):
-    with RescueWorkerFixture(steps='password,gated',
+    with RescueWorkerFixture(**FAST, steps='password,gated',
                              exit_after_rescue=False) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         request_id = cast(worker, rescue_password=PASSWORD)
@@ -383,7 +388,7 @@ def test_stop_while_a_request_runs_finishes_it_first(gated_steps):
 
 
 def test_request_interrupted_by_a_crash_is_finished_on_start():
-    with RescueWorkerFixture(steps='password', start=False,
+    with RescueWorkerFixture(**FAST, steps='password', start=False,
                              exit_after_rescue=False) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         # What a worker killed right after journaling leaves behind.
@@ -402,7 +407,7 @@ def test_request_interrupted_by_a_crash_is_finished_on_start():
 
 
 def test_outcome_journaled_but_not_published_is_published_on_start():
-    with RescueWorkerFixture(steps='password', start=False,
+    with RescueWorkerFixture(**FAST, steps='password', start=False,
                              exit_after_rescue=False) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         request_id = 'req-%s' % uuid.uuid4()
@@ -426,7 +431,7 @@ def test_outcome_journaled_but_not_published_is_published_on_start():
 # -- lockdown ----------------------------------------------------------------
 
 def test_success_locks_the_worker_down():
-    with RescueWorkerFixture(steps='password') as worker, \
+    with RescueWorkerFixture(**FAST, steps='password') as worker, \
             NotificationCapture(worker.notification_transport) as events:
         request_id = cast(worker, rescue_password=PASSWORD)
 
@@ -473,7 +478,7 @@ def test_an_end_the_broker_did_not_take_is_published_again_before_lockdown(
     # had sent. Found by the fault suite: the worker then noted the end as
     # published and locked down, and the conductor never got it.
     monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
-    with RescueWorkerFixture(steps='password') as worker, \
+    with RescueWorkerFixture(**FAST, steps='password') as worker, \
             NotificationCapture(worker.notification_transport) as events:
         broker = BrokerRefusesEnds(worker.notification_transport, 2)
         request_id = cast(worker, rescue_password=PASSWORD)
@@ -493,7 +498,7 @@ def test_an_end_the_broker_did_not_take_is_published_again_before_lockdown(
 def test_a_stop_while_the_broker_is_away_leaves_the_end_to_the_next_start(
         monkeypatch):
     monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
-    with RescueWorkerFixture(steps='password',
+    with RescueWorkerFixture(**FAST, steps='password',
                              exit_after_rescue=False) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         broker = BrokerRefusesEnds(worker.notification_transport, 10 ** 6)
@@ -516,7 +521,7 @@ def test_an_end_the_broker_never_takes_is_given_up_after_the_timeout(
         monkeypatch):
     # Bounded: a dead broker never keeps a rescued node from its lockdown.
     monkeypatch.setattr(endpoint_module, 'PUBLISH_RETRY_DELAY', 0.05)
-    with RescueWorkerFixture(steps='password',
+    with RescueWorkerFixture(**FAST, steps='password',
                              outcome_retry_timeout=1) as worker, \
             NotificationCapture(worker.notification_transport) as events:
         broker = BrokerRefusesEnds(worker.notification_transport, 10 ** 6)
@@ -540,7 +545,7 @@ def test_a_notifier_log_level_that_hides_send_failures_is_reported(
     hidden.setLevel(logging.CRITICAL)
     try:
         with caplog.at_level(logging.WARNING, logger='rescue_worker'), \
-                RescueWorkerFixture(steps='password'):
+                RescueWorkerFixture(**FAST, steps='password'):
             pass
     finally:
         hidden.setLevel(level)
@@ -554,7 +559,7 @@ def test_failure_does_not_lock_down(gated_steps, monkeypatch):
         raise RuntimeError('disk on fire: %s' % request.rescue_password)
 
     monkeypatch.setattr(GatedStep, 'run', fail)
-    with RescueWorkerFixture(steps='password,gated') as worker, \
+    with RescueWorkerFixture(**FAST, steps='password,gated') as worker, \
             NotificationCapture(worker.notification_transport) as events:
         request_id = cast(worker, rescue_password=PASSWORD)
 

@@ -298,8 +298,11 @@ def node():
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        with RescueWorkerFixture(steps='password',
-                                 exit_after_rescue=False) as worker, \
+        # The cap is the cost a valid plaintext example is hashed at:
+        # passlib's default (656000 rounds) would spend a quarter of a
+        # second on each. GOOD_HASHES stay within it.
+        with RescueWorkerFixture(steps='password', exit_after_rescue=False,
+                                 max_sha_crypt_rounds=5000) as worker, \
                 NotificationCapture(worker.notification_transport) as events:
             events.wait_for(notify.EVENT_READY, node_id=worker.node_id)
             yield Node(worker, events, handler)
