@@ -1272,10 +1272,11 @@ def _sha512_rounds(text: str) -> int:
     return rounds
 
 
-# Libraries whose logs the command puts in its own words (the broker
-# away, a worker that cannot start) unless -v.
+# Loggers whose records the command puts in its own words unless -v: the
+# broker away, a worker that cannot start, and the client's warning per
+# forged notification (report_forgeries counts them in one line).
 QUIET_LOGGERS = ('oslo.messaging', 'oslo_messaging', 'kombu', 'amqp',
-                 'stevedore')
+                 'stevedore', 'rescue_worker.client')
 
 
 def setup_logging(verbose: bool) -> None:

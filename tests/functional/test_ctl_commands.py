@@ -172,3 +172,26 @@ def test_a_plain_finalize_prints_the_request_id_the_worker_runs(
                          request_id=cast['request_id'])
     assert end['node_id'] == worker.node_id
     assert password not in result.stdout + result.stderr
+
+
+def test_finalize_wait_with_the_wrong_token_says_so_in_one_line(
+        started_worker, tmp_path):
+    # The worker refuses with an error whose mac is its own token's: the
+    # waiter cannot tell it from a forgery, so the request times out, and
+    # the one line says why no outcome was believed.
+    worker = started_worker()
+    wrong = tmp_path / 'wrong-token'
+    wrong.write_text('w' * 43)
+
+    result = subprocess.run(
+        [CTL, 'finalize', worker.node_id, '--token-file', str(wrong),
+         '--wait', '--timeout', '5', '--start-timeout', '30', '-f', 'json',
+         '--transport-url', transport_url()],
+        input='a password\n', capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 4, result.stderr
+    [outcome] = json.loads(result.stdout)
+    assert outcome['status'] == 'timeout'
+    assert result.stderr == (
+        "ignored 1 notification(s) whose mac does not match the node's "
+        "token (forged, or the token is not the node's)\n")
