@@ -170,7 +170,10 @@ class CredentialsRefused(logging.Handler):
     it starts and exits with a configuration error instead.
     """
 
-    LOGGER = 'oslo_messaging._drivers.impl_rabbit'
+    # The rabbit driver's logger, under both names oslo.messaging's
+    # modules are known by.
+    LOGGERS = ('oslo_messaging._drivers.impl_rabbit',
+               'oslo.messaging._drivers.impl_rabbit')
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
@@ -183,11 +186,13 @@ class CredentialsRefused(logging.Handler):
             self.seen.set()
 
     def __enter__(self) -> CredentialsRefused:
-        logging.getLogger(self.LOGGER).addHandler(self)
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        logging.getLogger(self.LOGGER).removeHandler(self)
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
 
 def credentials_refused(exc: BaseException) -> bool:
