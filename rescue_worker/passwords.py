@@ -20,25 +20,13 @@ service on the rescued node that no one can tell from a hang.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import warnings
 from collections.abc import Sequence
 
+from passlib import exc as passlib_exc
+from passlib import registry as passlib_registry
+
 from rescue_worker import errors
-
-with warnings.catch_warnings():
-    # passlib 1.7.4 imports the stdlib ``crypt`` module (for its os_crypt
-    # backend), which is deprecated since Python 3.11; nothing to act on.
-    warnings.filterwarnings('ignore', message=r".*'crypt' is deprecated",
-                            category=DeprecationWarning)
-    from passlib import exc as passlib_exc
-    from passlib import registry as passlib_registry
-
-# passlib 1.7.4 reads ``bcrypt.__about__.__version__``, which bcrypt 4.x no
-# longer has, and logs the AttributeError with a traceback at WARNING level
-# ("(trapped) error reading bcrypt version") the first time bcrypt is used.
-# It is harmless: only the version string for passlib's diagnostics is lost.
-logging.getLogger('passlib.handlers.bcrypt').setLevel(logging.ERROR)
 
 #: the schemes a node may hash with or accept, strongest first
 #: (``[rescue_worker] hash_scheme`` and ``accepted_hash_schemes``)
@@ -166,7 +154,7 @@ def default_rounds(scheme: str, caps: CostCaps = DEFAULT_CAPS) -> int:
 
 
 def hash_backend(scheme: str) -> str:
-    """The implementation passlib hashes ``scheme`` with (e.g. ``os_crypt``,
+    """The implementation passlib hashes ``scheme`` with (e.g. ``builtin``,
     ``bcrypt``), for reports of the hashing cost."""
     _check_scheme(scheme)
     return _HANDLERS[scheme].get_backend()

@@ -40,22 +40,15 @@ import re
 import shutil
 import stat
 import subprocess
-import warnings
+
+from passlib import context as passlib_context
 
 from rescue_worker import accounts
 from rescue_worker import conf as rw_conf
 from rescue_worker import errors
 from rescue_worker import pipeline
 
-with warnings.catch_warnings():
-    # passlib 1.7.4 imports the deprecated stdlib ``crypt`` module.
-    warnings.filterwarnings('ignore', message=r".*'crypt' is deprecated",
-                            category=DeprecationWarning)
-    from passlib import context as passlib_context
-
 LOG = logging.getLogger(__name__)
-# passlib 1.7.4 logs a harmless traceback reading bcrypt 4.x's version.
-logging.getLogger('passlib.handlers.bcrypt').setLevel(logging.ERROR)
 
 VISUDO_TIMEOUT = 30.0
 #: where visudo lives on Debian, searched after PATH
