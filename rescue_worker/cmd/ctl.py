@@ -16,23 +16,8 @@ oslo.messaging retries a connection for ever (a listener's, and the reply
 queue of a call, whatever ``retry`` says), so whatever talks to the broker
 runs in a thread of its own and the command gives up on it in time.
 
-Exit statuses (also in ``--help``)::
-
-    0  done: every node rescued (finalize --wait) or cast to (finalize),
-       the worker answered (status), the watch ended
-    1  a rescue failed: a worker published an error outcome
-    2  usage or bad input: an option, an unreadable or empty token,
-       password or nodes file, no node, no broker given, demo workers
-       that cannot start with the options given
-    3  the broker cannot be reached, or it refused the credentials
-    4  timed out: no answer (status) or no outcome (finalize --wait)
-       within --timeout; fewer than --count notifications (watch)
-    5  a worker refused the request (status), or no worker listens for
-       a node (its queue does not exist)
-    130  interrupted (Ctrl-C), except for watch, which exits 0
-
-With several nodes, ``finalize`` exits with the first of 1, 5 and 4 that
-applies to any of them.
+The exit statuses are fixed: ``EXIT_STATUSES`` below says what each means,
+and every ``--help`` shows it.
 
 Why argparse and not cliff (the OpenStack CLI framework of
 python-openstackclient and python-ironicclient): this module ships in the
