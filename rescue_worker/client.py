@@ -296,7 +296,7 @@ class CompletionWaiter:
         self._listener = oslo_messaging.get_notification_listener(
             self.transport,
             [oslo_messaging.Target(topic=self.topic, exchange=self.exchange)],
-            [_WaiterEndpoint(self)], pool=self.pool,
+            [NotificationRelay(self._record)], pool=self.pool,
             serializer=oslo_messaging.NoOpSerializer())
         self._listener.start()
         return self
@@ -313,7 +313,7 @@ class CompletionWaiter:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _record(self, event_type: str, publisher_id: str,
+    def _record(self, publisher_id: str, event_type: str,
                 payload: dict) -> None:
         try:
             data = payloads.payload_data(payload)
@@ -493,14 +493,16 @@ class _Recasts:
         self.last_cast[request_id] = time.monotonic()
 
 
-class _WaiterEndpoint:
-    """Notification endpoint of a CompletionWaiter (kept off its API)."""
+class NotificationRelay:
+    """An oslo.messaging notification endpoint that hands every INFO and
+    ERROR notification (the priorities workers publish) to
+    ``handle(publisher_id, event_type, payload)``."""
 
-    def __init__(self, waiter: CompletionWaiter) -> None:
-        self._waiter = waiter
+    def __init__(self, handle: Callable[[str, str, dict], None]) -> None:
+        self._handle = handle
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._waiter._record(event_type, publisher_id, payload)
+        self._handle(publisher_id, event_type, payload)
 
     def error(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._waiter._record(event_type, publisher_id, payload)
+        self._handle(publisher_id, event_type, payload)

@@ -68,19 +68,6 @@ def conductor_transport_url() -> str:
          '/' + urllib.parse.quote(group.vhost, safe=''), parts.query, ''))
 
 
-class _Endpoint:
-    """oslo.messaging's notification endpoint: one method per priority."""
-
-    def __init__(self, owner: RescueWorkerListener) -> None:
-        self._owner = owner
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._owner.handle(publisher_id, event_type, payload)
-
-    def error(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._owner.handle(publisher_id, event_type, payload)
-
-
 class RescueWorkerListener:
     """Acts on workers' notifications and casts to workers."""
 
@@ -92,7 +79,8 @@ class RescueWorkerListener:
         target = oslo_messaging.Target(topic=notification_topic,
                                        exchange=contract.CONTROL_EXCHANGE)
         self._listener = oslo_messaging.get_notification_listener(
-            notification_transport, [target], [_Endpoint(self)],
+            notification_transport, [target],
+            [rw_client.NotificationRelay(self.handle)],
             executor='threading', serializer=oslo_messaging.NoOpSerializer(),
             pool=POOL)
 
