@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import oslo_messaging
 
 from rescue_worker import payloads
+from rescue_worker import rpc
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class NotificationNotSent(Exception):
     """The broker did not take a notification (connection retries spent)."""
 
 
-class _SendFailures(logging.Handler):
+class _SendFailures(rpc.DriverLogWatch):
     """Turns oslo.messaging's logged send failures into a flag.
 
     oslo.messaging's notifier never raises: when a send fails it logs an
@@ -49,7 +50,7 @@ class _SendFailures(logging.Handler):
                'oslo_messaging.notify.notifier')
 
     def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
+        super().__init__()
         self._local = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -68,11 +69,9 @@ class _SendFailures(logging.Handler):
             raise NotificationNotSent()
 
     def install(self) -> None:
+        self.attach()
         for name in self.LOGGERS:
-            logger = logging.getLogger(name)
-            if self not in logger.handlers:
-                logger.addHandler(self)
-            if not logger.isEnabledFor(logging.ERROR):
+            if not logging.getLogger(name).isEnabledFor(logging.ERROR):
                 LOG.warning('Logging for %s is set above ERROR, so a '
                             'notification the broker did not take goes '
                             'unnoticed (and an outcome may never reach the '

@@ -161,7 +161,28 @@ def get_server(conf: cfg.ConfigOpts, transport: oslo_messaging.Transport,
         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
 
 
-class CredentialsRefused(logging.Handler):
+class DriverLogWatch(logging.Handler):
+    """A handler on oslo.messaging's loggers, for what its drivers only log
+    and never raise (a send that failed, a login refused); a subclass says
+    what a record of ``LOGGERS`` means."""
+
+    LOGGERS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            if self not in logger.handlers:
+                logger.addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+class CredentialsRefused(DriverLogWatch):
     """Notices that RabbitMQ refused the credentials of ``transport_url``.
 
     The rabbit driver retries a refused login for ever, as it does an
@@ -176,7 +197,7 @@ class CredentialsRefused(logging.Handler):
                'oslo.messaging._drivers.impl_rabbit')
 
     def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
+        super().__init__()
         self.seen = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -186,13 +207,11 @@ class CredentialsRefused(logging.Handler):
             self.seen.set()
 
     def __enter__(self) -> CredentialsRefused:
-        for name in self.LOGGERS:
-            logging.getLogger(name).addHandler(self)
+        self.attach()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).removeHandler(self)
+        self.detach()
 
 
 def credentials_refused(exc: BaseException) -> bool:
