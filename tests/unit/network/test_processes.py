@@ -13,7 +13,7 @@ from rescue_worker.network import processes
 @pytest.fixture
 def sleeper():
     process = subprocess.Popen([sys.executable, '-c',
-                                'import time; time.sleep(60)'])
+                                'import signal; signal.pause()'])
     yield process
     process.kill()
     process.wait()
@@ -56,7 +56,7 @@ def test_a_command_name_with_a_parenthesis_does_not_hide_the_state(
     program = tmp_path / 'x) Z y'
     program.symlink_to(sys.executable)
     process = subprocess.Popen([str(program), '-c',
-                                'import time; time.sleep(60)'])
+                                'import signal; signal.pause()'])
     try:
         assert not processes.has_ended(process.pid)
     finally:
