@@ -81,7 +81,7 @@ class RescueWorkerListener:
         self._listener = oslo_messaging.get_notification_listener(
             notification_transport, [target],
             [rw_client.NotificationRelay(self.handle)],
-            executor='threading', serializer=oslo_messaging.NoOpSerializer(),
+            serializer=oslo_messaging.NoOpSerializer(),
             pool=POOL)
 
     def start(self) -> RescueWorkerListener:
