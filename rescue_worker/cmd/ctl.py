@@ -1109,17 +1109,17 @@ def _add_finalize(sub: argparse._SubParsersAction) -> None:
         'to each, and with --wait wait for the outcomes', cmd_finalize)
     p.add_argument('nodes', nargs='*', metavar='NODE',
                    help='a node id (its worker\'s [rescue_worker] node_id)')
-    p.add_argument('--nodes-file', metavar='FILE',
-                   help='file with one "NODE [TOKEN]" per line (# starts a '
-                        'comment); a node without a token gets '
-                        '--token-file\'s')
-    p.add_argument('--token-file', metavar='FILE',
-                   help='file holding the agent token of the nodes (without '
-                        'one only a worker that allows unauthenticated '
-                        'requests accepts them)')
-    p.add_argument('--password-file', metavar='FILE',
-                   help='file holding the password; without it, the first '
-                        'line of standard input, or a prompt on a terminal')
+    for flag, help_text in (
+            ('--nodes-file', 'file with one "NODE [TOKEN]" per line (# '
+             'starts a comment); a node without a token gets '
+             '--token-file\'s'),
+            ('--token-file', 'file holding the agent token of the nodes '
+             '(without one only a worker that allows unauthenticated '
+             'requests accepts them)'),
+            ('--password-file', 'file holding the password; without it, '
+             'the first line of standard input, or a prompt on a '
+             'terminal')):
+        p.add_argument(flag, metavar='FILE', help=help_text)
     p.add_argument('--hashed', action='store_true',
                    help='the password given is already a crypt hash, sent '
                         'as is')
@@ -1129,16 +1129,25 @@ def _add_finalize(sub: argparse._SubParsersAction) -> None:
                         'is sent')
     p.add_argument('--wait', action='store_true',
                    help='wait for every outcome and print them')
-    p.add_argument('--timeout', type=_seconds_arg, default=300.0,
-                   metavar='SECONDS',
-                   help='give up after this many seconds, the connection '
-                        'to the broker included')
+    _add_timeout(p, 300.0)
     p.add_argument('--start-timeout', type=_seconds_arg, default=30.0,
                    metavar='SECONDS',
                    help='with --wait, cast a request again when no start '
                         'notification came (or no worker listened) within '
                         'this many seconds; %d casts in all' % MAX_CASTS)
     _add_format(p)
+
+
+def _add_token_file(p: argparse.ArgumentParser, help_text: str) -> None:
+    # A file, never the token itself: ps shows a command line to everyone.
+    p.add_argument('--token-file', metavar='FILE', help=help_text)
+
+
+def _add_timeout(p: argparse.ArgumentParser, default: float) -> None:
+    p.add_argument('--timeout', type=_seconds_arg, default=default,
+                   metavar='SECONDS',
+                   help='give up after this many seconds, the connection '
+                        'to the broker included')
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -1151,12 +1160,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p = _broker_command(sub, 'status', "show a worker's state (a call: the "
                         'worker answers)', cmd_status)
     p.add_argument('node', metavar='NODE', help='the node id')
-    p.add_argument('--token-file', metavar='FILE',
-                   help="file holding the node's agent token")
-    p.add_argument('--timeout', type=_seconds_arg, default=30.0,
-                   metavar='SECONDS',
-                   help='give up after this many seconds, the connection '
-                        'to the broker included')
+    _add_token_file(p, "file holding the node's agent token")
+    _add_timeout(p, 30.0)
     _add_format(p)
 
 
@@ -1166,9 +1171,8 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--node', metavar='NODE',
                    help="only this node's notifications (default: every "
                         "node's)")
-    p.add_argument('--token-file', metavar='FILE',
-                   help="the node's agent token: with --node, show only "
-                        'notifications whose mac it verifies')
+    _add_token_file(p, "the node's agent token: with --node, show only "
+                    'notifications whose mac it verifies')
     p.add_argument('-f', '--format', choices=('text', 'json'),
                    default='text',
                    help='text: a readable line per notification; json: a '
