@@ -359,18 +359,18 @@ def _add_add(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     _add_broker(p)
     secret = p.add_mutually_exclusive_group(required=True)
-    secret.add_argument('--password-file', metavar='FILE',
-                        help="read the password from FILE (mode 0600 or "
-                             "stricter), or from stdin with '-'")
-    secret.add_argument('--generate-password', metavar='FILE',
-                        help='generate a password and write it to FILE, '
-                             'which must not exist (created 0600)')
+    for flag, help_text in (
+            ('--password-file', "read the password from FILE (mode 0600 "
+             "or stricter), or from stdin with '-'"),
+            ('--generate-password', 'generate a password and write it to '
+             'FILE, which must not exist (created 0600)')):
+        secret.add_argument(flag, metavar='FILE', help=help_text)
     # A worker holds 3 connections (RPC listener, RPC replies,
     # notifications) of 1 channel each; room for reconnections.
-    p.add_argument('--max-connections', type=int, default=10,
-                   help='user limit, -1 for none (default: %(default)s)')
-    p.add_argument('--max-channels', type=int, default=40,
-                   help='user limit, -1 for none (default: %(default)s)')
+    for flag, default in (('--max-connections', 10), ('--max-channels', 40)):
+        p.add_argument(flag, type=int, default=default,
+                       help='user limit, -1 for none (default: '
+                            '%(default)s)')
 
 
 def _add_expire_queues(sub: argparse._SubParsersAction) -> None:
