@@ -30,9 +30,11 @@ request, a duplicate) is dropped: the node is not touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import oslo_messaging
@@ -121,28 +123,35 @@ class RescueWorkerListener:
 
     def _handle(self, node_id: str, publisher_id: str, event_type: str,
                 payload: Any, data: dict) -> None:
-        context = ironic_context.get_admin_context()
-        with task_manager.acquire(context, node_id, shared=True,
-                                  purpose='rescue-worker notification') as t:
-            if not self._acceptable(t, publisher_id, event_type, payload,
-                                    data):
+        event = (publisher_id, event_type, payload, data)
+        with self._acquired(node_id, event, shared=True) as task:
+            if task is None:
                 return
             if event_type == payloads.EVENT_READY:
-                self._cast(t)
+                self._cast(task)
                 return
         # An outcome: take the node exclusively (waiting for a periodic
         # or the API to let go of it) and check again, since another
         # conductor may have acted on a duplicate in between.
-        with task_manager.acquire(context, node_id, shared=False,
-                                  patient=True,
-                                  purpose='rescue-worker outcome') as task:
-            if not self._acceptable(task, publisher_id, event_type, payload,
-                                    data):
+        with self._acquired(node_id, event, shared=False) as task:
+            if task is None:
                 return
             if event_type == payloads.EVENT_END:
                 self._complete(task)
             else:
                 self._fail(task, data.get('error'))
+
+    @contextlib.contextmanager
+    def _acquired(self, node_id: str, event: tuple, shared: bool
+                  ) -> Iterator[task_manager.TaskManager | None]:
+        """The node's task if ``event`` is acceptable for it, else None;
+        exclusive (and patient) unless ``shared``."""
+        context = ironic_context.get_admin_context()
+        with task_manager.acquire(
+                context, node_id, shared=shared, patient=not shared,
+                purpose='rescue-worker %s' % (
+                    'notification' if shared else 'outcome')) as task:
+            yield task if self._acceptable(task, *event) else None
 
     @staticmethod
     def _acceptable(task: task_manager.TaskManager, publisher_id: str,
