@@ -170,6 +170,15 @@ class DriverLogWatch(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
+        #: set once a record ``matches``
+        self.seen = threading.Event()
+
+    def matches(self, record: logging.LogRecord) -> bool:
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.matches(record):
+            self.seen.set()
 
     def attach(self) -> None:
         for name in self.LOGGERS:
@@ -196,15 +205,10 @@ class CredentialsRefused(DriverLogWatch):
     LOGGERS = ('oslo_messaging._drivers.impl_rabbit',
                'oslo.messaging._drivers.impl_rabbit')
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if 'ACCESS_REFUSED' in record.getMessage() or (
-                record.exc_info and record.exc_info[1] is not None
-                and credentials_refused(record.exc_info[1])):
-            self.seen.set()
+    def matches(self, record: logging.LogRecord) -> bool:
+        return 'ACCESS_REFUSED' in record.getMessage() or bool(
+            record.exc_info and record.exc_info[1] is not None
+            and credentials_refused(record.exc_info[1]))
 
     def __enter__(self) -> CredentialsRefused:
         self.attach()
