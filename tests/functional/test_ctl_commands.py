@@ -27,28 +27,36 @@ def test_status_prints_the_worker_state(started_worker, tmp_path):
     assert worker.token not in result.stdout + result.stderr
 
 
-def test_watch_json_prints_a_rescue_as_it_happens(bus, started_worker,
-                                                  secrets_used, tmp_path):
-    worker = started_worker()
-    password = 'watched %s' % uuid.uuid4()
-    secrets_used.append(password)
+def watch_a_rescue(bus, worker, password, *extra, before_cast=None):
+    """Run ``ctl watch --json --node N --count 3`` while the worker is
+    rescued; returns its exit status, output and errors."""
     watcher = subprocess.Popen(
         [CTL, 'watch', '--json', '--node', worker.node_id, '--count', '3',
-         '--timeout', '120', '--transport-url', transport_url()],
+         '--timeout', '120', '--transport-url', transport_url(), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
     try:
         # The watcher says so once its queue exists.
         assert watcher.stderr.readline().startswith('watching ')
-        request_id = 'req-%s' % uuid.uuid4()
+        if before_cast is not None:
+            before_cast()
         bus.client(worker.node_id).cast(
-            {'request_id': request_id}, 'finalize_rescue',
+            {'request_id': 'req-%s' % uuid.uuid4()}, 'finalize_rescue',
             rescue_password=password, agent_token=worker.token)
         out, err = watcher.communicate(timeout=180)
     finally:
         watcher.kill()
+    return watcher.returncode, out, err
 
-    assert watcher.returncode == 0, err
+
+def test_watch_json_prints_a_rescue_as_it_happens(bus, started_worker,
+                                                  secrets_used, tmp_path):
+    worker = started_worker()
+    password = 'watched %s' % uuid.uuid4()
+    secrets_used.append(password)
+    returncode, out, err = watch_a_rescue(bus, worker, password)
+
+    assert returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     events = [line['event_type'] for line in lines]
     assert events[-3:] == ['rescue_worker.finalize_rescue.start',
@@ -127,24 +135,11 @@ def test_watch_with_the_token_shows_only_authentic_notifications(
     worker = started_worker()
     password = 'watched %s' % uuid.uuid4()
     secrets_used.append(password)
-    watcher = subprocess.Popen(
-        [CTL, 'watch', '--json', '--node', worker.node_id, '--token-file',
-         worker.token_file, '--count', '3', '--timeout', '120',
-         '--transport-url', transport_url()],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL)
-    try:
-        assert watcher.stderr.readline().startswith('watching ')
-        _forge_end(worker.node_id, 'req-forged')
-        request_id = 'req-%s' % uuid.uuid4()
-        bus.client(worker.node_id).cast(
-            {'request_id': request_id}, 'finalize_rescue',
-            rescue_password=password, agent_token=worker.token)
-        out, err = watcher.communicate(timeout=180)
-    finally:
-        watcher.kill()
+    returncode, out, err = watch_a_rescue(
+        bus, worker, password, '--token-file', worker.token_file,
+        before_cast=lambda: _forge_end(worker.node_id, 'req-forged'))
 
-    assert watcher.returncode == 0, err
+    assert returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line['event_type'] for line in lines] == [
         'rescue_worker.finalize_rescue.start',
