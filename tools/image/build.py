@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Build the reference rescue ramdisks: a kernel and an initramfs each.
+
+``tox -e image`` runs this as root. For every image (``--only`` to pick) it
+writes ``<output-dir>/<name>/vmlinuz``, ``initrd.img`` and
+``manifest.json`` (see README.rst next to this file for the keys), and
+prints the build time and the sizes.
+
+``systemd`` and ``busybox`` are Debian bookworm roots made by mmdebstrap
+from deb.debian.org, finished by ``<name>/customize.sh`` (the worker from
+this checkout in a venv, the kernel's modules, the image's own files) and
+packed into a zstd cpio. ``dib`` is built by diskimage-builder with the
+``elements/rescue-worker`` element (``dib.py``).
+
+Everything the build keeps lies under the output directory: the images,
+and ``.work/<name>`` while an image is being built (removed after, unless
+``--keep-work``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(TOOLS))
+sys.path.insert(0, TOOLS)
+
+import dib  # noqa: E402
+
+SUITE = 'bookworm'
+MIRROR = 'http://deb.debian.org/debian'
+SECURITY = 'http://deb.debian.org/debian-security'
+
+#: the NIC drivers a VM and common servers need, and the block drivers;
+#: install_kernel (common.sh) adds what they depend on
+MODULES = ('virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng '
+           'e1000 e1000e igb ixgbe')
+
+#: what every image needs at run time, then what only builds the venv
+#: (purged by the hook): netifaces compiles from source
+RUNTIME = ['python3', 'openssh-server', 'sudo', 'iproute2', 'kmod']
+BUILD = ['python3-venv', 'gcc', 'libc6-dev', 'python3-dev']
+
+#: the kernel arguments every image needs: the serial console, and an
+#: initramfs root on ramfs, not tmpfs (capped at half the RAM)
+BASE_CMDLINE = 'console=ttyS0 rootfstype=ramfs'
+
+IMAGES = {
+    'systemd': {
+        'init': 'systemd',
+        'backend': 'networkd',
+        'packages': ['systemd', 'systemd-sysv', 'udev', 'dbus'],
+        'cmdline': BASE_CMDLINE,
+        'target_ram_mib': 384,
+    },
+    'busybox': {
+        'init': 'busybox',
+        'backend': 'udhcpc',
+        # libsystemd0 comes along as a library (openssh-server, sudo's
+        # libraries link it); systemd itself is not installed.
+        'packages': ['busybox', 'udhcpc'],
+        'cmdline': BASE_CMDLINE + ' quiet',
+        'target_ram_mib': 256,
+    },
+    'dib': dib.IMAGE,
+}
+
+
+def log(message: str) -> None:
+    print('image: %s' % message, flush=True)
+
+
+def run(argv: list[str], **kwargs) -> None:
+    log('$ %s' % ' '.join(shlex.quote(a) for a in argv))
+    subprocess.run(argv, check=True, **kwargs)
+
+
+def copy_checkout(destination: str) -> None:
+    """The files git knows of (tracked and untracked, not ignored), as
+    they are in the working tree: what pip would build."""
+    listing = subprocess.run(
+        ['git', '-C', REPO, 'ls-files', '-z', '--cached', '--others',
+         '--exclude-standard'], check=True, capture_output=True).stdout
+    for name in sorted(set(listing.decode().split('\0'))):
+        source = os.path.join(REPO, name)
+        if not name or not os.path.lexists(source):
+            continue  # deleted in the working tree
+        target = os.path.join(destination, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def pack(root: str, target: str) -> None:
+    """The root as a zstd-compressed newc cpio (what the kernel unpacks)."""
+    with open(target, 'wb') as out:
+        find = subprocess.Popen(
+            ['find', '.', '-mindepth', '1', '-print0'], cwd=root,
+            stdout=subprocess.PIPE)
+        cpio = subprocess.Popen(
+            ['cpio', '--null', '--create', '--format=newc', '--quiet'],
+            cwd=root, stdin=find.stdout, stdout=subprocess.PIPE)
+        find.stdout.close()
+        # -T0: both cores; level 12 is a third smaller than the default
+        # for a few seconds more, the kernel unpacks either as fast.
+        zstd = subprocess.Popen(['zstd', '-q', '-T0', '-12', '-c'],
+                                stdin=cpio.stdout, stdout=out)
+        cpio.stdout.close()
+        codes = [zstd.wait(), cpio.wait(), find.wait()]
+    if any(codes):
+        raise RuntimeError('packing %s failed (find, cpio, zstd: %s)'
+                           % (root, codes))
+
+
+def build_debian(name: str, spec: dict, work: str, out: str,
+                 args: argparse.Namespace) -> None:
+    root = os.path.join(work, 'root')
+    src = os.path.join(work, 'src')
+    copy_checkout(src)
+    env = dict(os.environ, RW_TOOLS=TOOLS, RW_SRC=src, RW_OUT=out,
+               RW_MODULES=MODULES, TMPDIR=work)
+    hook = '%s "$1"' % shlex.quote(os.path.join(TOOLS, name, 'customize.sh'))
+    run(['mmdebstrap', '--mode=root', '--variant=essential',
+         '--format=directory', '--quiet',
+         '--aptopt=APT::Install-Recommends "false"',
+         '--include=' + ','.join(RUNTIME + BUILD + spec['packages']),
+         '--customize-hook=' + hook,
+         SUITE, root,
+         'deb %s %s main' % (args.mirror, SUITE),
+         'deb %s %s-updates main' % (args.mirror, SUITE),
+         'deb %s %s-security main' % (args.security_mirror, SUITE)],
+        env=env)
+    shutil.rmtree(src)
+    pack(root, os.path.join(out, 'initrd.img'))
+
+
+def build(name: str, args: argparse.Namespace) -> dict:
+    spec = IMAGES[name]
+    start = time.monotonic()
+    final = os.path.join(args.output_dir, name)
+    work = os.path.join(args.output_dir, '.work', name)
+    # The image appears under its name only once complete: a VM test never
+    # boots half of one.
+    out = os.path.join(work, 'out')
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(out)
+    if name == 'dib':
+        dib.build(spec, work, out, args, REPO, TOOLS)
+    else:
+        build_debian(name, spec, work, out, args)
+    kernel = os.path.join(out, 'vmlinuz')
+    initramfs = os.path.join(out, 'initrd.img')
+    manifest = {
+        'name': name,
+        'init': spec['init'],
+        'backend': spec['backend'],
+        'kernel': 'vmlinuz',
+        'initramfs': 'initrd.img',
+        'kernel_bytes': os.path.getsize(kernel),
+        'initramfs_bytes': os.path.getsize(initramfs),
+        'build_seconds': round(time.monotonic() - start, 1),
+        'cmdline': spec['cmdline'],
+        'target_ram_mib': spec['target_ram_mib'],
+        'ssh_user': 'rescue',
+    }
+    version_file = os.path.join(out, 'kernel-version')
+    if os.path.exists(version_file):
+        with open(version_file) as f:
+            manifest['kernel_version'] = f.read().strip()
+        os.unlink(version_file)
+    with open(os.path.join(out, 'manifest.json'), 'w') as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write('\n')
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(out, final)
+    if not args.keep_work:
+        shutil.rmtree(work)
+    return manifest
+
+
+def mib(size: int) -> str:
+    return '%.1f MiB' % (size / 1048576)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='build.py',
+        description='Build the rescue ramdisks (a kernel and an initramfs '
+                    'each) into OUTPUT_DIR/<name>/. Needs root.')
+    parser.add_argument('--only', action='append', choices=sorted(IMAGES),
+                        metavar='NAME',
+                        help='build this image only (again for more); '
+                             'one of %s' % ', '.join(IMAGES))
+    parser.add_argument('--output-dir',
+                        default=os.path.join(REPO, 'build', 'images'))
+    parser.add_argument('--mirror', default=MIRROR,
+                        help='Debian mirror (default %(default)s)')
+    parser.add_argument('--security-mirror', default=SECURITY,
+                        help='Debian security mirror (default %(default)s)')
+    parser.add_argument('--keep-work', action='store_true',
+                        help='keep OUTPUT_DIR/.work/<name> (the unpacked '
+                             'root) for inspection')
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error('needs root (mmdebstrap and chroot): run it as root')
+    args.output_dir = os.path.abspath(args.output_dir)
+    names = args.only or list(IMAGES)
+    results = []
+    failed = []
+    for name in names:
+        log('building %s' % name)
+        try:
+            results.append(build(name, args))
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            log('%s failed: %s' % (name, exc))
+            failed.append(name)
+            continue
+        m = results[-1]
+        log('%s: built in %.0f s, initramfs %s, kernel %s' % (
+            name, m['build_seconds'], mib(m['initramfs_bytes']),
+            mib(m['kernel_bytes'])))
+    shutil.rmtree(os.path.join(args.output_dir, '.work', '.tmp'),
+                  ignore_errors=True)
+    print()
+    print('%-8s %9s %14s %12s' % ('image', 'seconds', 'initramfs', 'kernel'))
+    for m in results:
+        print('%-8s %9.0f %14s %12s' % (
+            m['name'], m['build_seconds'], mib(m['initramfs_bytes']),
+            mib(m['kernel_bytes'])))
+    for name in failed:
+        print('%-8s %9s' % (name, 'FAILED'))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
