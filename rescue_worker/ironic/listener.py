@@ -49,6 +49,7 @@ from oslo_utils import uuidutils
 from rescue_worker import client as rw_client
 from rescue_worker import contract
 from rescue_worker import payloads
+from rescue_worker import rpc
 from rescue_worker.ironic import rescue as rw_rescue
 
 LOG = logging.getLogger(__name__)
@@ -270,6 +271,11 @@ def ensure_started() -> RescueWorkerListener:
                 transport, notification_transport, topic=group.topic,
                 notification_topic=group.notification_topic).start()
             LOG.info('Listening to rescue workers in pool %s', POOL)
+            # The workers warn about it too, but only in ramdisks' logs:
+            # the operator reads the conductor's.
+            risk = rpc.broker_restart_risk(CONF, url)
+            if risk:
+                LOG.warning('Rescue workers\' broker: %s', risk)
         return _LISTENER
 
 

@@ -160,6 +160,14 @@ class Broker:
                     'default_permissions.read = .*\n'
                     'default_permissions.write = .*\n' % (
                         (HOST, self.management_port) + self.admin))
+        self._launch()
+        # The conductors' own user, as the operator docs set it up.
+        self.api('PUT', 'users', self.conductor[0],
+                 body={'password': self.conductor[1], 'tags': ''})
+        self.api('PUT', 'permissions', '/', self.conductor[0],
+                 body={'configure': '.*', 'write': '.*', 'read': '.*'})
+
+    def _launch(self) -> None:
         with open(self.log_file, 'ab') as out:
             # Its own session: stopping it stops its whole group.
             self.proc = subprocess.Popen(
@@ -170,11 +178,16 @@ class Broker:
                    self.management_port,
                    lambda: self._get('overview') is not None,
                    alive=self._dead)
-        # The conductors' own user, as the operator docs set it up.
-        self.api('PUT', 'users', self.conductor[0],
-                 body={'password': self.conductor[1], 'tags': ''})
-        self.api('PUT', 'permissions', '/', self.conductor[0],
-                 body={'configure': '.*', 'write': '.*', 'read': '.*'})
+        wait_until('RabbitMQ on port %d' % self.port,
+                   lambda: _port_in_use(self.port), alive=self._dead)
+
+    def restart(self) -> None:
+        """Stop the node and start it again on the same data (users and
+        durable queues stay; epmd keeps running)."""
+        _stop_group(self.proc)
+        wait_until('RabbitMQ to free port %d' % self.port,
+                   lambda: not _port_in_use(self.port))
+        self._launch()
 
     def _dead(self) -> str | None:
         if self.proc.poll() is not None:
@@ -206,6 +219,18 @@ class Broker:
         except OSError:
             return None
         return body if status == 200 else None
+
+    def add_vhost(self, vhost: str) -> None:
+        """A virtual host where the conductors' user may do anything."""
+        for path, body in (
+                (('vhosts', vhost), {}),
+                (('permissions', vhost, self.conductor[0]),
+                 {'configure': '.*', 'write': '.*', 'read': '.*'})):
+            status, _ = self.api('PUT', *path, body=body)
+            assert status in (201, 204), (path, status)
+
+    def queue(self, vhost: str, name: str) -> dict | None:
+        return self._get('queues', vhost, name)
 
     def user_exists(self, name: str) -> bool:
         status, _ = self.api('GET', 'users', name)
@@ -245,7 +270,9 @@ class Ironic:
         self.log_offset = 0
         os.makedirs(self.sandboxes, exist_ok=True)
 
-    def write_config(self, rescue_callback_timeout: int) -> None:
+    def write_config(self, rescue_callback_timeout: int = RESCUE_TIMEOUT,
+                     vhost: str = '/', durable_queues: bool = False
+                     ) -> None:
         config = configparser.ConfigParser(interpolation=None)
         config['DEFAULT'] = {
             'auth_strategy': 'noauth',
@@ -253,6 +280,13 @@ class Ironic:
             'host': 'rw-ironic-test',
             'debug': 'true',
             'log_file': self.log_file,
+            # The libraries at DEBUG too: the tests look for secrets in the
+            # most verbose log Ironic can write.
+            'default_log_levels': ','.join(
+                '%s=DEBUG' % name for name in (
+                    'amqp', 'kombu', 'oslo.messaging', 'oslo_messaging',
+                    'stevedore', 'passlib', 'rescue_worker', 'ironic',
+                    'urllib3', 'keystonemiddleware')),
             'enabled_hardware_types': 'fake-hardware',
             'enabled_boot_interfaces': 'rw-test-sandbox,fake',
             'enabled_deploy_interfaces': 'fake',
@@ -284,9 +318,11 @@ class Ironic:
         config['rescue_worker'] = {
             'transport_url': self.broker.conductor_url,
             'ramdisk_transport_url': self.broker.ramdisk_url,
-            'vhost': '/',
+            'vhost': vhost,
             'management_url': self.broker.management_url,
         }
+        if durable_queues:
+            config['oslo_messaging_rabbit'] = {'amqp_durable_queues': 'true'}
         with open(self.config_file, 'w') as f:
             config.write(f)
 
@@ -299,8 +335,9 @@ class Ironic:
                        check=True, timeout=120, stdin=subprocess.DEVNULL,
                        capture_output=True)
 
-    def start(self, rescue_callback_timeout: int = RESCUE_TIMEOUT) -> None:
-        self.write_config(rescue_callback_timeout)
+    def start(self, **config) -> None:
+        """Start with ``write_config(**config)``."""
+        self.write_config(**config)
         env = dict(os.environ,
                    PYTHONPATH=os.pathsep.join([PLUGINS] + sys.path),
                    RW_IRONIC_TEST_SANDBOXES=self.sandboxes)
@@ -338,6 +375,10 @@ class Ironic:
         if self.proc is not None:
             _stop_group(self.proc)
             self.proc = None
+
+    def restart(self, **config) -> None:
+        self.stop()
+        self.start(**config)
 
     def log(self) -> str:
         if not os.path.exists(self.log_file):
@@ -383,7 +424,7 @@ def ironic(broker, tmp_path_factory) -> Iterator[Ironic]:
         parts.missing('Ironic and python-ironicclient (tox -e ironic): %s'
                       % exc)
     server = Ironic(str(tmp_path_factory.mktemp('ironic')), broker)
-    server.write_config(RESCUE_TIMEOUT)
+    server.write_config()
     server.create_schema()
     try:
         server.start()

@@ -20,7 +20,9 @@ Test-only knobs, in the node's ``driver_info``:
 - ``rw_test_steps``: the worker's ``[rescue_worker] steps``;
 - ``rw_test_foreign_rescue_user``: the sandbox's passwd already has a
   ``rescue`` user the worker did not create (its account step must fail);
-- ``rw_test_no_worker``: nothing starts (a ramdisk that never boots).
+- ``rw_test_no_worker``: nothing starts (a ramdisk that never boots);
+- ``rw_test_durable_queues``: the worker's ``[oslo_messaging_rabbit]
+  amqp_durable_queues`` (the conductors must have the same).
 """
 
 import configparser
@@ -143,6 +145,8 @@ class SandboxBoot(base.BootInterface):
             'steps': info.get('rw_test_steps',
                               'password,account,network,verify'),
         }
+        if _truthy(info.get('rw_test_durable_queues')):
+            config['oslo_messaging_rabbit'] = {'amqp_durable_queues': 'true'}
         config_file = os.path.join(base_dir, 'rescue-worker.conf')
         with open(config_file, 'w') as f:
             config.write(f)
