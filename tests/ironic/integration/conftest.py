@@ -438,13 +438,19 @@ def stop_workers(sandboxes: str) -> None:
     """Kill every worker the test boot interface started and Ironic did not
     stop (a failed test)."""
     for name in os.listdir(sandboxes):
+        sandbox = os.path.join(sandboxes, name)
         try:
-            with open(os.path.join(sandboxes, name, 'worker.pid')) as f:
+            with open(os.path.join(sandbox, 'worker.pid')) as f:
                 pid = int(f.read())
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                argv = f.read().decode(errors='replace')
         except (OSError, ValueError):
             continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        # Only that worker (its own session): the pid of one that exited
+        # long ago may belong to another process by now.
+        if sandbox + os.sep in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope='session')

@@ -77,6 +77,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _runs_in(pid: int, base_dir: str) -> bool:
+    """Whether ``pid`` is still the worker of ``base_dir``: after an Ironic
+    restart the pid of one that exited may belong to another process."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return base_dir + os.sep in f.read().decode(errors='replace')
+    except OSError:
+        return False
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while _alive(pid):
@@ -184,7 +194,7 @@ class SandboxBoot(base.BootInterface):
         if (node.provision_state == states.RESCUING
                 and _wait_gone(pid, LOCKDOWN_GRACE)):
             return
-        if not _alive(pid):
+        if not _alive(pid) or not _runs_in(pid, sandbox_dir(node.uuid)):
             return
         LOG.info('Test boot: stopping rescue-worker pid %d of node %s',
                  pid, node.uuid)
