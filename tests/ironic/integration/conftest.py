@@ -232,6 +232,17 @@ class Broker:
     def queue(self, vhost: str, name: str) -> dict | None:
         return self._get('queues', vhost, name)
 
+    def peek(self, vhost: str, queue: str) -> list[dict]:
+        """The oslo.messaging notifications waiting in a queue (requeued:
+        they stay there, in order)."""
+        status, body = self.api(
+            'POST', 'queues', vhost, queue, 'get',
+            body={'count': 100, 'ackmode': 'ack_requeue_true',
+                  'encoding': 'auto'})
+        assert status == 200, status
+        return [json.loads(json.loads(m['payload'])['oslo.message'])
+                for m in body]
+
     def user_exists(self, name: str) -> bool:
         status, _ = self.api('GET', 'users', name)
         assert status in (200, 404), status

@@ -329,7 +329,7 @@ def test_worker_that_never_starts_times_out(api, ironic, broker):
         assert_secrets_dropped(api, broker, node_uuid)
     finally:
         ironic.restart()
-    assert password not in ironic.log()
+    assert_no_secrets(ironic, [Sandbox(ironic, node_uuid)], [password])
 
 
 def test_ironic_restarted_before_the_end_still_completes(api, ironic,
@@ -349,10 +349,10 @@ def test_ironic_restarted_before_the_end_still_completes(api, ironic,
     # down and exited: the end waits in the listener's pool queue.
     wait_until('the worker to publish its end and exit',
                lambda: not box.worker_alive())
-    wait_until('the end in the pool queue rescue-worker-ironic',
-               lambda: (broker.api('GET', 'queues', '/',
-                                   'rescue-worker-ironic')[1] or {}
-                        ).get('messages', 0) >= 1)
+    waiting = [m['event_type'] for m in broker.peek('/',
+                                                    'rescue-worker-ironic')
+               if m['publisher_id'] == 'rescue-worker.%s' % node_uuid]
+    assert payloads.EVENT_END in waiting, waiting
 
     ironic.start()
     wait_state(api, node_uuid, 'rescue')
