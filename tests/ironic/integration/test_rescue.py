@@ -332,6 +332,17 @@ def test_worker_that_never_starts_times_out(api, ironic, broker):
     assert_no_secrets(ironic, [Sandbox(ironic, node_uuid)], [password])
 
 
+def test_abort_in_rescue_wait_drops_the_broker_user(api, ironic, broker):
+    node_uuid = active_node(api, rw_test_no_worker=True)
+    password = rescue(api, node_uuid)
+    wait_state(api, node_uuid, 'rescue wait')
+    assert broker.user_exists('rw-%s' % node_uuid)
+    api.node.set_provision_state(node_uuid, 'abort')
+    wait_state(api, node_uuid, 'rescue failed')
+    assert_secrets_dropped(api, broker, node_uuid)
+    assert_no_secrets(ironic, [Sandbox(ironic, node_uuid)], [password])
+
+
 def test_ironic_restarted_before_the_end_still_completes(api, ironic,
                                                          broker):
     node_uuid = active_node(api, rw_test_steps=HOLD_STEPS)
