@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         backend, args.interfaces,
         interval=group.tenant_renew_interval,
         period=group.tenant_renew_period,
-        renew_timeout=min(group.dhcp_timeout, group.tenant_renew_interval),
+        renew_timeout=keeper.renew_timeout(group.dhcp_timeout,
+                                           group.tenant_renew_interval),
         stop_event=stop).run()
     LOG.info('Tenant network keeper done (%s)', result)
     return 0

@@ -44,6 +44,12 @@ from rescue_worker import payloads
 
 BACKEND_NAMESPACE = 'rescue_worker.dhcp_backends'
 
+#: seconds a renewal waits for the server of the current lease before it
+#: looks for a DHCP server anew (DISCOVER): on the same network the answer
+#: takes milliseconds; after the tenant network flip nobody answers, and a
+#: tenant server must be found within ``tenant_renew_interval`` + 2 s
+RENEW_ANSWER_WAIT = 1.0
+
 
 class BackendError(Exception):
     """The backend cannot work at all here (say, its program is missing);
@@ -85,7 +91,14 @@ class DhcpBackend(abc.ABC):
     def renew(self, interface: str, timeout: float) -> str:
         """Ask again for an address on ``interface`` now, from whichever
         server answers on its network today, without taking the link
-        down; return the status as ``configure`` does."""
+        down; return the status as ``configure`` does.
+
+        The server of the current lease gets ``RENEW_ANSWER_WAIT``
+        seconds; when it answers, the address stays as it is (a tenant
+        may be logged in over it). When it does not (the port moved to
+        another network), the backend looks for a server anew (DISCOVER)
+        at once, so that the new network's server answers within about
+        ``RENEW_ANSWER_WAIT`` + 1 s; ``timeout`` bounds the whole."""
         return payloads.DHCP_SKIPPED
 
     def lease_server(self, interface: str) -> str | None:

@@ -6,6 +6,13 @@ taken point at the wrong network. The keeper renews every leased interface
 every ``tenant_renew_interval`` seconds, for up to ``tenant_renew_period``,
 and stops early once each one holds a lease from a server other than the one
 it had on the rescuing network.
+
+Renewals start every ``interval`` seconds, counted from the start of the
+previous one (a renewal that takes a while does not push the next one
+back), and each one that its old server does not answer looks for a new
+server at once (``base.DhcpBackend.renew``): the tenant network's addresses
+are there within ``interval`` + ``base.RENEW_ANSWER_WAIT`` + about 1 s of
+the flip.
 """
 
 from __future__ import annotations
@@ -24,6 +31,14 @@ MOVED = 'moved'          # every interface leases from a new server
 PERIOD_OVER = 'period_over'
 STOPPED = 'stopped'      # asked to stop (SIGTERM)
 NOTHING_TO_DO = 'nothing_to_do'
+
+
+def renew_timeout(dhcp_timeout: float, interval: float) -> float:
+    """Seconds one renewal of one interface may take: no longer than a
+    lease may take (``dhcp_timeout``) nor, as a rule, than the interval,
+    but long enough for the old server's answer (``RENEW_ANSWER_WAIT``)
+    and then a new server's."""
+    return max(min(dhcp_timeout, interval), 2 * base.RENEW_ANSWER_WAIT)
 
 
 class TenantNetworkKeeper:
@@ -69,15 +84,22 @@ class TenantNetworkKeeper:
                  ', '.join(self.interfaces), self.interval,
                  ', '.join('%s: %s' % item
                            for item in self.rescuing_servers.items()))
-        deadline = time.monotonic() + self.period
+        started = time.monotonic()
+        deadline = started + self.period
+        next_renewal = started + self.interval
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 LOG.info('Tenant network keeper: period over after %d '
                          'renewal(s); leases as they are', self.renewals)
                 return PERIOD_OVER
-            if self.stop_event.wait(min(self.interval, remaining)):
+            if self.stop_event.wait(min(max(next_renewal - now, 0.0),
+                                        remaining)):
                 return STOPPED
+            # Every interval from the start of the last renewal, however
+            # long that one took.
+            next_renewal = time.monotonic() + self.interval
             self._renew_all()
             servers = self.current_servers()
             if self.moved(servers):

@@ -2,6 +2,9 @@
 network's DHCP server, for a bounded time."""
 
 import threading
+import types
+
+import pytest
 
 from rescue_worker import payloads
 from rescue_worker.network import base
@@ -89,3 +92,76 @@ def test_the_rescuing_servers_are_read_before_the_first_renewal():
 
     assert keeper_.rescuing_servers == {'eth0': '198.18.0.1',
                                         'eth1': '198.18.0.1'}
+
+
+class Clock:
+    """Time that passes only when the keeper waits or a renewal takes it:
+    ``monotonic`` for the keeper's module, ``wait`` for its stop event."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def wait(self, timeout):
+        self.now += timeout
+        return False
+
+
+class SlowBackend(SwitchingBackend):
+    """Each renewal takes ``duration`` seconds of the clock."""
+
+    def __init__(self, clock, duration, switch_after):
+        super().__init__(switch_after=switch_after)
+        self.clock = clock
+        self.duration = duration
+        self.started = []
+
+    def renew(self, interface, timeout):
+        if interface == 'eth0':
+            self.started.append(self.clock.now)
+            self.clock.now += self.duration
+        return super().renew(interface, timeout)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(keeper, 'time', types.SimpleNamespace(
+        monotonic=clock.monotonic))
+    return clock
+
+
+def run_slow(clock, duration):
+    backend = SlowBackend(clock, duration, switch_after=3)
+    result = keeper.TenantNetworkKeeper(
+        backend, ['eth0'], interval=10, period=600, renew_timeout=10,
+        stop_event=clock).run()
+    assert result == keeper.MOVED
+    return backend.started
+
+
+def test_renewals_start_every_interval_however_long_they_take(clock):
+    # The tenant network comes within one interval of a flip, and the
+    # renewal that finds it: a renewal taking 4 s does not push the next
+    # one back by 4 s.
+    assert run_slow(clock, 4) == [10, 20, 30]
+
+
+def test_a_renewal_longer_than_the_interval_is_followed_at_once(clock):
+    assert run_slow(clock, 12) == [10, 22, 34]
+
+
+@pytest.mark.parametrize('dhcp_timeout, interval, expected', [
+    (30, 10, 10),   # the defaults: a renewal takes at most the interval
+    (8, 2, 2),
+    (5, 10, 5),     # nor longer than a lease may take
+    (30, 1, 2),     # but has room for the old server's answer, then a
+                    # new server's
+])
+def test_a_renewal_may_take_the_interval_or_what_it_needs(
+        dhcp_timeout, interval, expected):
+    assert keeper.renew_timeout(dhcp_timeout, interval) == expected
+    assert keeper.renew_timeout(dhcp_timeout, interval) >= \
+        2 * base.RENEW_ANSWER_WAIT
