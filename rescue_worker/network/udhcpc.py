@@ -26,9 +26,11 @@ Renewing (the tenant network keeper): SIGUSR1 makes the running udhcpc
 renew at once (a unicast REQUEST to its server). On the same network the
 server answers within milliseconds and the script records ``renew``. After
 the port moved to the tenant network nothing answers (the old server is
-not on the link any more), so after ``RENEW_WAIT`` the udhcpc is stopped
-(SIGTERM: the address stays) and a new one started, which discovers the
-tenant network's server; its lease replaces the address. No link flap.
+not on the link any more), so after ``RENEW_WAIT``
+(``base.RENEW_ANSWER_WAIT``, 1 s) the udhcpc is stopped (SIGTERM: the
+address stays) and a new one started, which discovers at once (without
+``-r``: it asks for no address of its own) and finds the tenant network's
+server within a second; its lease replaces the address. No link flap.
 
 IPv6 (``[rescue_worker] ipv6``, see ``rescue_worker.network.ipv6``): router
 advertisements (SLAAC) as with dhclient; where the router asks for DHCPv6,
@@ -71,7 +73,7 @@ SCRIPT_NAME = 'udhcpc-script'
 DISCOVER_INTERVAL = 1
 #: seconds a running udhcpc gets to answer a renewal (SIGUSR1) before it
 #: is replaced by one that discovers (capped at half the renew timeout)
-RENEW_WAIT = 2.0
+RENEW_WAIT = base.RENEW_ANSWER_WAIT
 #: a udhcpc started anew by ``renew`` gets at least this long
 MIN_LEASE_TIME = 2.0
 #: seconds past the timeout given to the lease script to apply a lease

@@ -309,6 +309,27 @@ def test_renew_without_an_answer_starts_a_udhcpc_that_discovers(
     assert backend.lease_server('eth0') == '198.19.1.1'
 
 
+def test_after_the_flip_a_renewal_finds_the_new_server_within_2_s(
+        backend, fake):
+    # Nobody answers the renewal: after RENEW_ANSWER_WAIT a new udhcpc
+    # discovers, asking for no address of its own (no -r: the old one
+    # belongs to the network the port left), and the new network's server
+    # answers at once (issue 14: the tenant addresses arrive within the
+    # renewal interval + 2 s). 2 s is the keeper's renew timeout at a 2 s
+    # interval.
+    fake.plan({'eth0': {'server': '198.18.1.1', 'renew': 'silent'}})
+    backend.configure(['eth0'], 10)
+    fake.plan({'eth0': {'server': '198.19.1.1', 'renew': 'silent'}})
+    started = time.monotonic()
+
+    assert backend.renew('eth0', 2) == 'leased'
+
+    assert time.monotonic() - started < base.RENEW_ANSWER_WAIT + 2
+    discovering = fake.calls()[-1]['argv']
+    assert '-r' not in discovering and '--request' not in discovering
+    assert backend.lease_server('eth0') == '198.19.1.1'
+
+
 def test_renew_with_no_udhcpc_running_starts_one(backend, fake):
     fake.plan({'eth0': {'server': '198.18.1.1'}})
 
