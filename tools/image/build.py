@@ -38,14 +38,17 @@ SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
 
-#: the NIC drivers a VM and common servers need, and the block drivers;
-#: install_kernel (common.sh) adds what they depend on
-MODULES = ('virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng '
-           'e1000 e1000e igb ixgbe')
+#: the modules the images load at boot (virtio: the VM test's NICs); the
+#: cloud kernel builds no drivers for physical NICs (e1000, igb, ...): an
+#: image for bare metal needs linux-image-amd64 and their modules here.
+#: install_kernel (common.sh) adds what they depend on.
+MODULES = 'virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng'
 
 #: what every image needs at run time, then what only builds the venv
 #: (purged by the hook): netifaces compiles from source
-RUNTIME = ['python3', 'openssh-server', 'sudo', 'iproute2', 'kmod']
+#: (libstdc++6: greenlet, under eventlet, is C++)
+RUNTIME = ['python3', 'openssh-server', 'sudo', 'iproute2', 'kmod',
+           'libstdc++6']
 BUILD = ['python3-venv', 'gcc', 'libc6-dev', 'python3-dev']
 
 #: the kernel arguments every image needs: the serial console, and an

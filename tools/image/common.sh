@@ -113,9 +113,14 @@ install_kernel() {
 # the host's dpkg.
 purge_build_tools() {
     root=$1
+    # What only a Recommends keeps (binutils, the wheels venv copies)
+    # goes too.
     packages=$(APT_CONFIG=$MMDEBSTRAP_APT_CONFIG apt-get -s -q \
-        -o APT::Install-Recommends=false purge --autoremove \
-        gcc libc6-dev python3-dev python3-venv |
+        -o APT::Install-Recommends=false \
+        -o APT::AutoRemove::RecommendsImportant=false \
+        -o APT::AutoRemove::SuggestsImportant=false purge --autoremove \
+        gcc libc6-dev python3-dev python3-venv python3.11-venv \
+        python3-pip-whl python3-setuptools-whl |
         sed -n 's/^Purg \([^ ]*\) .*$/\1/p')
     [ -n "$packages" ] || { say "nothing to purge?"; return 1; }
     # shellcheck disable=SC2086
@@ -166,6 +171,31 @@ strip_root() {
         "$site"/_distutils_hack "$site"/pkg_resources "$site"/distutils-precedence.pth
     rm -f "$root$VENV"/bin/pip*
     find "$site" -depth -type d -name tests -exec rm -rf {} +
+    # The OUI registry of netaddr (9 MB): only an EUI's owner lookup reads
+    # it, and nothing here asks.
+    rm -f "$site"/netaddr/eui/*.txt "$site"/netaddr/eui/*.idx
+    rm -rf "$root/usr/lib/$python/sqlite3" "$root/usr/lib/$python/curses" \
+        "$root"/usr/lib/"$python"/config-* \
+        "$root"/usr/lib/"$python"/lib-dynload/_sqlite3.* \
+        "$root"/usr/lib/"$python"/lib-dynload/_curses*.so
+    # Sourceless Python: each module once, as bytecode next to where its
+    # source was (compileall -b), not as source plus __pycache__. A third
+    # of the image; tracebacks then name files and lines without quoting
+    # them. A module that does not compile keeps its source.
+    chroot "$root" python3 -m compileall -q -b -j 0 "$VENV/lib" \
+        "/usr/lib/$python" "/usr/lib/python3" >/dev/null || true
+    find "$root$VENV/lib" "$root/usr/lib/$python" "$root/usr/lib/python3" \
+        -name '*.py' -type f | while read -r source; do
+        if [ -e "${source}c" ]; then
+            rm -f "$source"
+        fi
+    done
+    find "$root$VENV/lib" "$root/usr/lib/$python" "$root/usr/lib/python3" \
+        -depth -type d -name __pycache__ -exec rm -rf {} +
+    # Only dpkg reads its file lists and maintainer scripts; the status
+    # file stays, to tell what is installed.
+    rm -rf "$root"/var/lib/dpkg/info/*
+    rm -f "$root"/usr/lib/x86_64-linux-gnu/libperl.so*
     # udev's hardware database names devices for desktops (10 MB).
     rm -rf "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
         "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/systemd/catalog
