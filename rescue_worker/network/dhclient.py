@@ -20,11 +20,18 @@ Renewing (the tenant network keeper): a second ``dhclient -1`` on the same
 files does not replace the daemon (both would then run), so ``renew`` first
 stops the daemon with SIGTERM, which leaves the address in place, and then
 runs dhclient again. That one asks for its recorded address (INIT-REBOOT):
-the same server acknowledges it at once, so the address never goes away;
-after the port moved to another network, an authoritative server there
-refuses it at once (dnsmasq: "wrong network") and a silent one is given up
-on after the ``reboot`` time; either way dhclient then discovers the new
-network's server and the old address is replaced. No link flap is needed.
+on the same network the server acknowledges it at once, so the address
+never goes away. After the port moved to another network an authoritative
+server there refuses it at once (dnsmasq: "wrong network") and dhclient
+discovers; but neutron's dnsmasq is not authoritative: it ignores the
+request, and dhclient would ask again for 1 to 10 s (its ``reboot`` time
+and retransmission back-off, whole seconds) before discovering. So a
+renewal not bound within ``base.RENEW_ANSWER_WAIT`` is given up: the
+recorded lease gets an expired copy (as ``dhclient -r`` records a
+released one) and dhclient runs once more; it discovers at once, and its
+script replaces the old address with the new network's. The DHCPDISCOVER
+still names the old address as a hint (RFC 2131 4.4.1 allows it); a server
+of another network offers one of its own. No link flap is needed.
 
 IPv6 (``[rescue_worker] ipv6``, see ``rescue_worker.network.ipv6``): beside
 each IPv4 lease, the interface takes router advertisements; where the
@@ -51,6 +58,7 @@ from oslo_config import cfg
 
 from rescue_worker import atomic
 from rescue_worker import payloads
+from rescue_worker.network import base
 from rescue_worker.network import dhcp_client
 from rescue_worker.network import interfaces as net_interfaces
 from rescue_worker.network import ipv6 as net_ipv6
@@ -75,6 +83,10 @@ request subnet-mask, broadcast-address, time-offset, routers,
 #: dhclient's own default time for asking again for a recorded lease
 MAX_REBOOT = 10
 
+#: seconds between a renewal's first DHCPDISCOVER and the next (dhclient
+#: counts whole seconds; its default is 3)
+RENEW_INITIAL_INTERVAL = 1
+
 #: seconds past dhclient's own bounds before it is killed: its script
 #: runs (and pings the router when trying a recorded lease) after them
 GRACE = 10.0
@@ -94,11 +106,25 @@ def reboot_time(timeout: int) -> int:
     return min(MAX_REBOOT, max(1, timeout // 3))
 
 
-def dhclient_config(base_config: str, timeout: int) -> str:
-    """The configuration file for a run bounded by ``timeout`` seconds."""
+def dhclient_config(base_config: str, timeout: int,
+                    renewal: bool = False) -> str:
+    """The configuration file for a run bounded by ``timeout`` seconds.
+
+    A renewal asks for its recorded lease once (``reboot 0``: the backend
+    gives it ``base.RENEW_ANSWER_WAIT``, then has it discover), and once
+    discovering it asks again every second or so (``initial-interval
+    1``), not after 3 s: a tenant network's server that comes up just
+    after the flip is found at once.
+    """
+    if renewal:
+        bounds = 'timeout %d;\nreboot 0;\ninitial-interval %d;\n' % (
+            timeout, RENEW_INITIAL_INTERVAL)
+    else:
+        bounds = 'timeout %d;\nreboot %d;\n' % (timeout,
+                                                 reboot_time(timeout))
     return ('# Written by rescue-worker: the image\'s dhclient.conf, then '
-            'the bounds of the rescue.\n%s\n\ntimeout %d;\nreboot %d;\n' %
-            (base_config.rstrip('\n'), timeout, reboot_time(timeout)))
+            'the bounds of the rescue.\n%s\n\n%s' % (
+                base_config.rstrip('\n'), bounds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +163,8 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         return Paths(pid=stem + '.pid', leases=stem + '.leases',
                      config=stem + '.conf', log=stem + '.log')
 
-    def _prepare(self, interface: str, timeout: int,
-                 family: int = 4) -> Paths:
+    def _prepare(self, interface: str, timeout: int, family: int = 4,
+                 renewal: bool = False) -> Paths:
         paths = self.paths(interface, family)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         try:
@@ -147,7 +173,8 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         except FileNotFoundError:
             base_config = DEFAULT_CONFIG
         atomic.write_atomically(
-            paths.config, dhclient_config(base_config, timeout).encode(),
+            paths.config,
+            dhclient_config(base_config, timeout, renewal).encode(),
             mode=0o644)
         return paths
 
@@ -196,15 +223,27 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
     def _lease(self, program: str, interface: str, timeout: float,
                family: int, renew: bool,
                give_up: threading.Event | None = None) -> str:
-        # A renewal is a new lease: dhclient -1 asks its old server first.
         seconds = _whole_seconds(timeout)
         # A daemon from an earlier lease would go on beside the new one.
         self._stop(interface, family)
-        paths = self._prepare(interface, seconds, family)
+        paths = self._prepare(interface, seconds, family, renewal=renew)
         bound = seconds + reboot_time(seconds) + GRACE
         options = ['-1'] if family == 4 else ['-6', '-1']
         name = 'dhclient' if family == 4 else 'dhclient -6'
         started = time.monotonic()
+        if (renew and family == 4 and
+                leases.newest(paths.leases, interface) is not None):
+            code = self._run(program, options, interface, paths,
+                             base.RENEW_ANSWER_WAIT, give_up)
+            if code == 0:
+                LOG.info('dhclient leased on %s in %.1f s (asked for '
+                         'its recorded lease)', interface,
+                         time.monotonic() - started)
+                self._wait_for_daemon(interface, family)
+                return payloads.DHCP_LEASED
+            if give_up is not None and give_up.is_set():
+                return payloads.DHCP_FAILED
+            self._discover_anew(interface, paths)
         code = self._run(program, options, interface, paths, bound,
                          give_up)
         elapsed = time.monotonic() - started
@@ -224,6 +263,19 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
                         '%d); see %s', name, interface, elapsed, code,
                         paths.log)
         return payloads.DHCP_FAILED
+
+    def _discover_anew(self, interface: str, paths: Paths) -> None:
+        """After a renewal nobody answered in time: dhclient is to
+        discover at once, not ask for the recorded lease again."""
+        LOG.info('No answer to the renewal of %s from %s within %s s: '
+                 'looking for a DHCP server anew', interface,
+                 self.lease_server(interface) or 'its server',
+                 base.format_seconds(base.RENEW_ANSWER_WAIT))
+        # A daemon that bound just as the renewal was given up on.
+        self._stop(interface, 4)
+        # Recorded as expired, the lease is still the one dhclient's
+        # script replaces, but no longer one it asks for.
+        leases.expire_newest(paths.leases, interface)
 
     def _run(self, program: str, options: list[str], interface: str,
              paths: Paths, bound: float,

@@ -162,6 +162,61 @@ def newest(path: str, interface: str,
     return _newest(read(path), interface, now)
 
 
+def expire_newest(path: str, interface: str,
+                  now: float | None = None) -> bool:
+    """Append a copy of the newest lease of ``interface`` that expired
+    ``now``, as ``dhclient -r`` records a released lease; whether there
+    was one to copy.
+
+    dhclient started on the file then knows the lease (the address its
+    script replaces) but asks for it no more: it discovers at once.
+    """
+    text = _text(path)
+    blocks = [text[start:end] for start, end in _block_spans(text, 'lease')
+              if _interface(_settings(next(_blocks(text[start:end],
+                                                   'lease')))) in (
+                  None, interface)]
+    if not blocks:
+        return False
+    when = 'expire %s;' % time.strftime(
+        '%w %Y/%m/%d %H:%M:%S', time.gmtime(time.time() if now is None
+                                            else now))
+    block, count = _EXPIRE.subn(when, blocks[-1])
+    if not count:
+        block = block[:-1].rstrip() + '\n  %s\n}' % when
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write('%s%s\n' % ('' if text.endswith('\n') or not text else '\n',
+                            block))
+    return True
+
+
+#: the ``expire`` statement of a lease block
+_EXPIRE = re.compile(r'\bexpire\s[^;{}"]*;')
+
+
+def _block_spans(text: str, keyword: str) -> Iterator[tuple[int, int]]:
+    """Where each top-level ``<keyword> { ... }`` of ``text`` starts and
+    ends."""
+    depth = 0
+    start = None
+    previous = None
+    for match in _TOKEN.finditer(text):
+        token = match.group('token')
+        if not token:
+            continue
+        if token == '{':
+            if depth == 0 and previous is not None and \
+                    previous[0] == keyword:
+                start = previous[1]
+            depth += 1
+        elif token == '}' and depth:
+            depth -= 1
+            if depth == 0 and start is not None:
+                yield start, match.end()
+                start = None
+        previous = (token, match.start('token'))
+
+
 @dataclasses.dataclass(frozen=True)
 class Lease6:
     interface: str | None

@@ -28,9 +28,13 @@ args = sys.argv[1:]
 iface = args[-1]
 opts = {args[i]: args[i + 1] for i in range(len(args) - 1)
         if args[i] in ('-pf', '-lf', '-cf')}
+from rescue_worker.network import leases as recorded_leases
+# INIT-REBOOT: a lease recorded and not expired is asked for first.
+recorded = recorded_leases.newest(opts['-lf'], iface)
 with open(%(calls_file)r, 'a') as f:
     f.write(json.dumps({'argv': args, 'pid': os.getpid(),
                         'config': open(opts['-cf']).read(),
+                        'recorded': recorded and recorded.address,
                         'env': dict(os.environ)}) + '\\n')
 family6 = '-6' in args
 with open(%(plan_file)r) as f:
@@ -62,7 +66,10 @@ if '-r' in args:
     sys.exit(0)
 if plan.get('meet'):
     rendezvous(*plan['meet'])
-if plan.get('hang'):
+if plan.get('hang') or (recorded and not family6 and
+                        plan.get('reboot') == 'silent'):
+    # ('silent': nobody answers the request for the recorded lease, and
+    # the real one would go on asking for it.)
     while True:
         signal.pause()
 if not plan.get('server'):
@@ -281,6 +288,63 @@ def test_renew_replaces_the_running_dhclient_instead_of_adding_one(
     assert second is not None and second != first
     assert not fakes.alive(first)
     assert fake.calls()[-1]['argv'][:2] == ['-1', '-v']
+
+
+def test_a_renewal_asks_for_its_recorded_lease_once_then_discovers(
+        backend, fake):
+    # One INIT-REBOOT request (reboot 0), and once discovering a
+    # DHCPDISCOVER every second or so (initial-interval 1, not 3).
+    fake.plan({'eth0': {'server': '198.18.1.1'}})
+    backend.configure(['eth0'], 5)
+
+    backend.renew('eth0', 5)
+
+    first, renewal = (call['config'] for call in fake.calls())
+    assert first.endswith('\ntimeout 5;\nreboot 1;\n')
+    assert renewal.endswith(
+        '\ntimeout 5;\nreboot 0;\ninitial-interval 1;\n')
+
+
+def test_after_the_flip_an_unanswered_renewal_discovers_at_once(
+        backend, fake, tmp_path):
+    # Neutron's dnsmasq on the tenant network ignores the request for the
+    # rescuing address (no DHCPNAK). After RENEW_ANSWER_WAIT dhclient is
+    # given up on and runs again with that lease recorded as expired: it
+    # discovers, and its script replaces the rescuing address (issue 14:
+    # the tenant addresses arrive within the renewal interval + 2 s).
+    fake.plan({'eth0': {'server': '198.18.1.1', 'address': '198.18.1.100'}})
+    backend.configure(['eth0'], 5)
+    fake.plan({'eth0': {'server': '198.19.1.1', 'address': '198.19.1.100',
+                        'reboot': 'silent'}})
+    started = time.monotonic()
+
+    assert backend.renew('eth0', 5) == 'leased'
+
+    assert time.monotonic() - started < base.RENEW_ANSWER_WAIT + 2
+    asked, discovered = fake.calls()[-2:]
+    assert asked['recorded'] == '198.18.1.100'
+    assert discovered['recorded'] is None
+    assert not fakes.alive(asked['pid'])
+    assert backend.lease_server('eth0') == '198.19.1.1'
+    *_, rescuing, tenant = dhclient.leases.read(
+        backend.paths('eth0').leases)
+    assert rescuing.address == '198.18.1.100'
+    assert rescuing.expired(time.time())
+    assert (tenant.address, tenant.server) == ('198.19.1.100',
+                                               '198.19.1.1')
+
+
+def test_on_the_same_network_a_renewal_asks_for_its_lease_only(
+        backend, fake):
+    fake.plan({'eth0': {'server': '198.18.1.1', 'address': '198.18.1.100'}})
+    backend.configure(['eth0'], 5)
+
+    assert backend.renew('eth0', 5) == 'leased'
+
+    configured, renewed = fake.calls()
+    assert renewed['recorded'] == '198.18.1.100'
+    assert not any(lease.expired(time.time()) for lease in
+                   dhclient.leases.read(backend.paths('eth0').leases))
 
 
 def test_configuring_again_also_replaces_the_running_dhclient(backend,

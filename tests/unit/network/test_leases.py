@@ -175,3 +175,34 @@ def test_a_statement_without_a_value_is_passed_over():
 
     assert leases.parse(text) == [
         leases.Lease('eth0', '198.18.1.100', None, 1706781600.0)]
+
+
+def test_expire_newest_appends_an_expired_copy_of_the_interfaces_lease(
+        lease_file):
+    # As dhclient -r records a released lease: dhclient run on the file
+    # then discovers, and knows which address its script replaces.
+    path = lease_file(block('eth0', '198.18.1.100', '198.18.1.1'),
+                      block('eth1', '198.18.2.100', '198.18.2.1'))
+    before = open(path).read()
+
+    assert leases.expire_newest(path, 'eth0', NOW) is True
+
+    text = open(path).read()
+    assert text.startswith(before)
+    copy = block('eth0', '198.18.1.100', '198.18.1.1',
+                 expire='3 2024/01/31 10:00:00')
+    assert text[len(before):] == copy
+    assert leases.newest(path, 'eth0', NOW) is None
+    assert leases.newest(path, 'eth1', NOW).server == '198.18.2.1'
+    assert leases.read(path)[-1].expire == NOW
+
+
+def test_expire_newest_without_a_lease_of_the_interface_writes_nothing(
+        lease_file, tmp_path):
+    path = lease_file(block('eth1', '198.18.2.100', '198.18.2.1'))
+    before = open(path).read()
+
+    assert leases.expire_newest(path, 'eth0', NOW) is False
+    assert open(path).read() == before
+    assert leases.expire_newest(str(tmp_path / 'none'), 'eth0') is False
+    assert not (tmp_path / 'none').exists()
