@@ -22,6 +22,17 @@ file says ``DHCP=ipv4`` and ``IPv6AcceptRA=no``.
 The files are the ones systemd-networkd accepts without a warning: the
 end-to-end tests have ``systemd-networkd`` itself parse them.
 
+Renewing (the tenant network keeper): ``networkctl renew <if>`` has the
+DHCPv4 client send a renewal (a unicast REQUEST) to its server now. When
+that server answers, networkd rewrites the interface's lease file
+(``/run/systemd/netif/leases/<ifindex>``, replaced as a whole) and the
+address stays. When the lease file is not rewritten within
+``base.RENEW_ANSWER_WAIT`` (the port moved to another network: the old
+server is not on the link any more, and networkd would keep asking it until
+the rebinding time, hours later), ``networkctl reconfigure <if>`` restarts
+the interface's configuration without taking the link down: the DHCPv4
+client gives up its lease and discovers the new network's server.
+
 The reload (and ``renew``, ``lease_server``) only happen on the live
 system: ``root_dir`` is ``/`` and the command's program is installed.
 Under any other ``root_dir`` (an image being prepared, tests) the files are
@@ -35,6 +46,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 
 from oslo_config import cfg
@@ -52,6 +64,8 @@ NETWORKCTL = 'networkctl'
 #: where networkd keeps each interface's lease, by interface index
 LEASES_DIR = '/run/systemd/netif/leases'
 COMMAND_TIMEOUT = 30.0
+#: seconds between two looks at the lease file after a renewal
+POLL_INTERVAL = 0.05
 
 
 def network_file_content(interface: str, ipv6: bool = True) -> str:
@@ -171,20 +185,66 @@ class NetworkdBackend(base.DhcpBackend):
         program = self._networkctl()
         if program is None:
             return payloads.DHCP_SKIPPED
+        before = self._lease_stamp(interface)
         error = self._call(program, ['renew', interface], timeout)
         if error is not None:
             LOG.warning('Could not renew the lease of %s: %s', interface,
                         error)
             return payloads.DHCP_FAILED
+        if self._wait_for_new_lease(interface, before,
+                                    base.RENEW_ANSWER_WAIT):
+            return payloads.DHCP_CONFIGURED
+        LOG.info('No answer to the renewal of %s from %s within %s s: '
+                 'having systemd-networkd look for a DHCP server anew',
+                 interface, self.lease_server(interface) or 'its server',
+                 base.format_seconds(base.RENEW_ANSWER_WAIT))
+        error = self._call(program, ['reconfigure', interface], timeout)
+        if error is not None:
+            LOG.warning('Could not have systemd-networkd look for a DHCP '
+                        'server anew on %s: %s', interface, error)
+            return payloads.DHCP_FAILED
         return payloads.DHCP_CONFIGURED
+
+    def _lease_file(self, interface: str) -> str | None:
+        """networkd's lease file of ``interface``; None without one."""
+        try:
+            with open(os.path.join(self.sysfs, interface, 'ifindex')) as f:
+                index = f.read().strip()
+        except OSError:
+            return None
+        return os.path.join(self.leases_dir, index) if index else None
+
+    def _lease_stamp(self, interface: str) -> tuple[int, int] | None:
+        """What changes each time networkd writes the lease file anew."""
+        path = self._lease_file(interface)
+        try:
+            info = os.stat(path) if path else None
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns) if info else None
+
+    def _wait_for_new_lease(self, interface: str,
+                            before: tuple[int, int] | None,
+                            timeout: float) -> bool:
+        """Whether networkd wrote the lease file of ``interface`` anew
+        (a server answered) within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stamp = self._lease_stamp(interface)
+            if stamp is not None and stamp != before:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL)
 
     def lease_server(self, interface: str) -> str | None:
         if not self.live:
             return None
+        path = self._lease_file(interface)
+        if path is None:
+            return None
         try:
-            with open(os.path.join(self.sysfs, interface, 'ifindex')) as f:
-                index = f.read().strip()
-            with open(os.path.join(self.leases_dir, index)) as f:
+            with open(path) as f:
                 for line in f:
                     key, _, value = line.strip().partition('=')
                     if key == 'SERVER_ADDRESS' and value:

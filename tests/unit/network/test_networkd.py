@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import time
 
 import pytest
 from oslo_config import cfg
@@ -30,10 +31,24 @@ with open(%(calls)r, 'a') as f:
     f.write(' '.join(sys.argv[1:]) + '\\n')
 with open(%(environ)r, 'w') as f:
     json.dump(dict(os.environ), f)
-if os.path.exists(%(fail)r):
+if os.path.exists(%(fail)r) and open(%(fail)r).read() in ('',
+                                                      sys.argv[1]):
     sys.stderr.write('Failed to reload network settings: Unit '
                      'dbus-org.freedesktop.network1.service not found.\\n')
     sys.exit(1)
+# The DHCP servers on the link, as networkd would meet them: the one that
+# answers a renewal, and the one found by looking anew; networkd writes
+# the lease file anew (a new file in its place) for each lease.
+if os.path.exists(%(servers)r):
+    with open(%(servers)r) as f:
+        servers = json.load(f)
+    server = servers.get(sys.argv[1])
+    if server:
+        lease_file = servers['lease_file']
+        with open(lease_file + '.new', 'w') as f:
+            f.write('ADDRESS=%%s.100\\nSERVER_ADDRESS=%%s\\n' %% (
+                server.rpartition('.')[0], server))
+        os.rename(lease_file + '.new', lease_file)
 '''
 
 
@@ -55,9 +70,11 @@ def networkctl(tmp_path):
     calls = tmp_path / 'networkctl.calls'
     environ = tmp_path / 'networkctl.environ'
     fail = tmp_path / 'networkctl.fail'
+    servers = tmp_path / 'networkctl.servers'
     program.write_text(FAKE_NETWORKCTL % {
         'python': sys.executable, 'calls': str(calls),
-        'environ': str(environ), 'fail': str(fail)})
+        'environ': str(environ), 'fail': str(fail),
+        'servers': str(servers)})
     program.chmod(0o700)
 
     class Fake:
@@ -72,9 +89,41 @@ def networkctl(tmp_path):
             return json.loads(environ.read_text())
 
         @staticmethod
-        def fail():
-            fail.touch()
+        def fail(command=''):
+            """Fail from then on (only ``command``, when given)."""
+            fail.write_text(command)
+
+        @staticmethod
+        def serve(lease_file, renew=None, reconfigure=None):
+            """Which server answers ``networkctl renew`` (None: none, the
+            old one is gone) and which one ``reconfigure`` finds."""
+            servers.write_text(json.dumps({
+                'lease_file': str(lease_file), 'renew': renew,
+                'reconfigure': reconfigure}))
     return Fake
+
+
+@pytest.fixture
+def leased(root, tmp_path):
+    """eth0 (ifindex 7) holds a lease of 198.18.1.1, the rescuing network's
+    server, in networkd's lease directory."""
+    sysfs = tmp_path / 'sys'
+    (sysfs / 'eth0').mkdir(parents=True)
+    (sysfs / 'eth0' / 'ifindex').write_text('7\n')
+    leases = tmp_path / 'leases'
+    leases.mkdir()
+    (leases / '7').write_text('ADDRESS=198.18.1.100\n'
+                              'SERVER_ADDRESS=198.18.1.1\n')
+
+    class Leased:
+        lease_file = leases / '7'
+
+        @staticmethod
+        def backend(networkctl):
+            return networkd.NetworkdBackend(
+                str(root), networkctl=networkctl.path,
+                leases_dir=str(leases), sysfs=str(sysfs), live=True)
+    return Leased
 
 
 def test_a_network_file_is_written_per_interface(root):
@@ -204,12 +253,61 @@ def test_an_unwritable_directory_is_a_backend_error(root):
         info.value)
 
 
-def test_renew_asks_networkd_on_the_live_system(root, networkctl):
-    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
-                                       live=True)
+def test_a_renewal_its_server_answers_is_all_there_is(leased,
+                                                     networkctl):
+    # The same network: the rescuing server answers, the address stays.
+    networkctl.serve(leased.lease_file, renew='198.18.1.1')
+    backend = leased.backend(networkctl)
 
     assert backend.renew('eth0', 30) == 'configured'
+
     assert networkctl.calls() == ['renew eth0']
+    assert backend.lease_server('eth0') == '198.18.1.1'
+
+
+def test_an_unanswered_renewal_has_networkd_look_for_a_server_anew(
+        leased, networkctl):
+    # After the tenant network flip the rescuing server is gone: networkd
+    # would ask it until the rebinding time, so after RENEW_ANSWER_WAIT its
+    # DHCP client is restarted, without taking the link down, and finds
+    # the tenant network's server.
+    networkctl.serve(leased.lease_file, renew=None,
+                     reconfigure='198.19.1.1')
+    backend = leased.backend(networkctl)
+    started = time.monotonic()
+
+    assert backend.renew('eth0', 30) == 'configured'
+
+    waited = time.monotonic() - started
+    assert networkctl.calls() == ['renew eth0', 'reconfigure eth0']
+    assert backend.lease_server('eth0') == '198.19.1.1'
+    assert base.RENEW_ANSWER_WAIT <= waited < 30
+
+
+def test_a_failed_reconfigure_is_reported(leased, networkctl):
+    networkctl.serve(leased.lease_file)
+    networkctl.fail('reconfigure')
+    backend = leased.backend(networkctl)
+
+    assert backend.renew('eth0', 30) == 'failed'
+    assert networkctl.calls() == ['renew eth0', 'reconfigure eth0']
+    assert backend.lease_server('eth0') == '198.18.1.1'
+
+
+def test_a_failed_renew_is_reported_and_nothing_else_is_tried(
+        leased, networkctl):
+    networkctl.fail()
+
+    assert leased.backend(networkctl).renew('eth0', 30) == 'failed'
+    assert networkctl.calls() == ['renew eth0']
+
+
+def test_renew_is_skipped_off_the_live_system(root, networkctl):
+    backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
+                                       live=False)
+
+    assert backend.renew('eth0', 30) == 'skipped'
+    assert networkctl.calls() == []
 
 
 def test_lease_server_is_read_from_networkds_lease_of_the_interface(
