@@ -1,0 +1,130 @@
+"""Each rescue ramdisk booted in QEMU, rescued from the host, logged into.
+
+Per image of ``build/images`` (``tox -e image``): QEMU (TCG, never KVM)
+with the image's ``target_ram_mib``, two virtio NICs on the rescuing
+bridge of a namespace of the test's own, the per-node values on the
+kernel command line as Ironic passes them. The conductor on the host
+(the project's client and completion waiter, through a private
+RabbitMQ) waits for the authentic ``worker.ready``, rescues with a random
+password and waits for the authentic ``end``. Then, as the tenant would:
+OpenSSH logs in on the address the ``end`` reports and ``sudo -n id -u``
+says 0; no token, broker password or plaintext password is left in a
+file the tenant can read; nothing but sshd listens; the DHCP clients
+still hold the leases after the worker exited. Last, the NICs move to
+the tenant bridge without a link flap, as Ironic's port update does, and
+both must lease from the tenant network within the keeper's
+``tenant_renew_interval`` plus 2 seconds.
+
+Needs root, QEMU, OpenSSH's client, dnsmasq, RabbitMQ and zstd
+(bindep.txt) and the images: skipped otherwise, a failure under
+``CI=true``. The measured numbers go to ``build/vm-results.json``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.vm import lab
+from tests.vm import rescue
+from tests.vm.conftest import Results
+
+#: the one boot below the target in the default run: proof of headroom
+HEADROOM_MIB = 64
+RAM_STEP_MIB = 32
+#: a boot that needs far longer than at the target is as good as failed
+MIN_RAM_BOOT_TIMEOUT = 180.0
+
+
+def renew_interval(image: lab.Image) -> int:
+    """The keeper's interval as the image's configuration sets it."""
+    settings = lab.worker_settings(image)
+    return int(settings.get('tenant_renew_interval',
+                            rescue.DEFAULT_RENEW_INTERVAL))
+
+
+def test_rescue_login_lockdown_and_tenant_flip(image, broker, conductor,
+                                               tmp_path, results: Results):
+    interval = renew_interval(image)
+    results.record(image, tenant_renew_interval=interval)
+    run = rescue.RescueRun(image, image.target_ram_mib, broker, conductor,
+                           str(tmp_path / 'node'))
+    try:
+        with run:
+            run.boot()
+            run.rescue()
+            run.login()
+            results.rescued(image, image.target_ram_mib, True)
+            problems = run.check_lockdown()
+            handover = run.flip(interval)
+    finally:
+        results.record(image, **run.times)
+        print('\n%s: %s' % (image.name, ', '.join(
+            '%s %.1f' % item for item in sorted(run.times.items()))))
+
+    assert not problems, 'after the lockdown:\n- ' + '\n- '.join(problems)
+    limit = interval + rescue.HANDOVER_SLACK
+    assert handover <= limit, (
+        'the tenant network took %.1f s to lease both NICs after the flip; '
+        'the target is tenant_renew_interval (%d s) + %.0f s: the keeper '
+        'must get a new lease (DISCOVER) as soon as a renewal fails' % (
+            handover, interval, rescue.HANDOVER_SLACK))
+
+
+def rescues_and_logs_in(image: lab.Image, ram_mib: int, broker, conductor,
+                        workdir: str, boot_timeout: float) -> bool:
+    """One boot with ``ram_mib``: True if it rescued and the tenant got
+    in; a failure is printed (with the console's tail) and is False."""
+    try:
+        with rescue.RescueRun(image, ram_mib, broker, conductor,
+                              workdir) as run:
+            run.boot(boot_timeout)
+            run.rescue()
+            run.login()
+    except (AssertionError, TimeoutError) as exc:
+        print('%s at %d MiB: no (%s)' % (image.name, ram_mib, exc))
+        return False
+    print('%s at %d MiB: yes (boot to ready %.1f s)' % (
+        image.name, ram_mib, run.times['boot_to_ready_s']))
+    return True
+
+
+def test_rescue_and_login_below_target_ram(image, broker, conductor,
+                                           tmp_path, results: Results):
+    """The target is not the edge: it rescues with 64 MiB less too."""
+    ram = image.target_ram_mib - HEADROOM_MIB
+    ok = rescues_and_logs_in(image, ram, broker, conductor,
+                             str(tmp_path / 'node'), rescue.BOOT_TIMEOUT)
+    results.rescued(image, ram, ok)
+    assert ok, '%s does not rescue with %d MiB, %d below its target of ' \
+        '%d MiB' % (image.name, ram, HEADROOM_MIB, image.target_ram_mib)
+
+
+@pytest.mark.min_ram
+def test_minimum_ram(image, broker, conductor, tmp_path, results: Results):
+    """Bisect, in 32 MiB steps, for the least RAM that rescues and lets
+    the tenant log in (``--min-ram``)."""
+    target = image.target_ram_mib
+    # good: rescues (the target must); bad: below anything that could.
+    steps = list(range(RAM_STEP_MIB, target + 1, RAM_STEP_MIB))
+    if steps[-1] != target:
+        steps.append(target)
+    low, high = -1, len(steps) - 1
+    assert rescues_and_logs_in(image, target, broker, conductor,
+                               str(tmp_path / str(target)),
+                               rescue.BOOT_TIMEOUT), \
+        '%s does not rescue at its target of %d MiB' % (image.name, target)
+    results.rescued(image, target, True)
+    while high - low > 1:
+        middle = (low + high) // 2
+        ram = steps[middle]
+        ok = rescues_and_logs_in(image, ram, broker, conductor,
+                                 str(tmp_path / str(ram)),
+                                 MIN_RAM_BOOT_TIMEOUT)
+        results.rescued(image, ram, ok)
+        if ok:
+            high = middle
+        else:
+            low = middle
+    results.record(image, min_ram_mib=steps[high])
+    print('%s: minimum RAM %d MiB (target %d MiB)' % (
+        image.name, steps[high], target))
