@@ -123,6 +123,10 @@ class Broker:
             RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base_dir,
                                                        'enabled_plugins'),
             RABBITMQ_CONFIG_FILE=os.path.join(base_dir, 'rabbitmq.conf'),
+            # Never created: the machine's /etc/rabbitmq/advanced.config,
+            # if any, is not this node's.
+            RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base_dir,
+                                                       'advanced.config'),
         )
 
     @property
