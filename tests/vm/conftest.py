@@ -161,7 +161,13 @@ class Results:
         except (OSError, ValueError):
             pass
         for name, values in self.images.items():
-            merged.setdefault(name, {}).update(values)
+            entry = merged.setdefault(name, {})
+            # What each RAM came to adds up over runs (--min-ram's too).
+            tried = {**entry.get('rescued_at_mib', {}),
+                     **values.get('rescued_at_mib', {})}
+            entry.update(values)
+            if tried:
+                entry['rescued_at_mib'] = tried
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             json.dump({'images': merged}, f, indent=2, sort_keys=True)

@@ -149,7 +149,9 @@ def find_images(directory: str = IMAGES_DIR) -> list[Image]:
         return []
     return [Image.load(os.path.join(directory, name))
             for name in sorted(os.listdir(directory))
-            if os.path.isdir(os.path.join(directory, name))]
+            # .work: the image build's scratch space
+            if not name.startswith('.')
+            and os.path.isdir(os.path.join(directory, name))]
 
 
 # -- sockets in another network namespace -----------------------------------

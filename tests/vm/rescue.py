@@ -29,7 +29,7 @@ STOPPED_TIMEOUT = 120.0
 #: ``end`` to a working SSH login
 LOGIN_TIMEOUT = 120.0
 #: how long the tenant flip is watched before it counts as failed
-HANDOVER_WATCH = 180.0
+HANDOVER_WATCH = 90.0
 #: the slack the issue allows on top of tenant_renew_interval
 HANDOVER_SLACK = 2.0
 #: the keeper's interval when the image does not set one (rescue_worker
