@@ -426,7 +426,12 @@ class VmNetwork:
             ns.run(['ip', 'link', 'set', tap, 'master', RESCUING_BRIDGE])
             ns.run(['ip', 'link', 'set', tap, 'up'])
         for bridge, link in self.links.items():
-            self.dhcp[bridge] = Dnsmasq(ns, link, self.workdir).start()
+            # The tenant's server is not authoritative, as neutron's dnsmasq
+            # is not: a client asking to keep its rescuing address hears
+            # nothing (no NAK), so only a new DISCOVER gets a tenant lease.
+            self.dhcp[bridge] = Dnsmasq(
+                ns, link, self.workdir,
+                authoritative=bridge == RESCUING_BRIDGE).start()
         self.relay = Relay(ns.name, (self.broker_address, BROKER_PORT),
                            self.broker.namespace.name,
                            ('127.0.0.1', BROKER_PORT))
@@ -512,11 +517,11 @@ class Vm:
         return argv
 
     def start(self) -> None:
-        self.started_at = time.monotonic()
-        self.process = self.network.namespace.popen(
-            self.argv(), stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(self.workdir, 'qemu.out'), 'wb'),
-            stderr=subprocess.STDOUT)
+        with open(os.path.join(self.workdir, 'qemu.out'), 'wb') as out:
+            self.started_at = time.monotonic()
+            self.process = self.network.namespace.popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT)
 
     @property
     def running(self) -> bool:
@@ -550,8 +555,6 @@ class Vm:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 # -- SSH --------------------------------------------------------------------

@@ -287,6 +287,10 @@ class RescueRun:
             assert leased in addresses, \
                 'the tenant leased %s to %s, the guest has %s' % (
                     leased, mac, addresses)
+        stale = [a for a in addresses
+                 if self.network.in_subnet(lab.RESCUING_BRIDGE, a)]
+        assert not stale, 'the guest still has its rescuing address(es) ' \
+            '%s on the tenant network: %s' % (stale, addresses)
         return handover
 
 
