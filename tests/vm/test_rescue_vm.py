@@ -7,13 +7,17 @@ kernel command line as Ironic passes them. The conductor on the host
 (the project's client and completion waiter, through a private
 RabbitMQ) waits for the authentic ``worker.ready``, rescues with a random
 password and waits for the authentic ``end``. Then, as the tenant would:
-OpenSSH logs in on the address the ``end`` reports and ``sudo -n id -u``
-says 0; no token, broker password or plaintext password is left in a
-file the tenant can read; nothing but sshd listens; the DHCP clients
+OpenSSH logs in on the address the ``end`` reports (or, for a NIC it
+names none for, the one the DHCP server gave) and ``sudo -n id -u`` says
+0; no token, broker password or plaintext password is left in a file the
+tenant can read; nothing but sshd listens; the DHCP clients
 still hold the leases after the worker exited. Last, the NICs move to
 the tenant bridge without a link flap, as Ironic's port update does, and
 both must lease from the tenant network within the keeper's
-``tenant_renew_interval`` plus 2 seconds.
+``tenant_renew_interval`` plus 2 seconds, keeping no rescuing address.
+
+One more boot per image, 32 MiB below its target, measures whether the
+target is also the minimum; ``--min-ram`` bisects for the minimum.
 
 Needs root, QEMU, OpenSSH's client, dnsmasq, RabbitMQ and zstd
 (bindep.txt) and the images: skipped otherwise, a failure under
