@@ -179,9 +179,11 @@ class Lockdown:
         self._engaged.set()
         LOG.info('Request %s rescued this node; locking down',
                  outcome.request_id)
+        # "configured" counts: a daemon (networkd) holds that lease, and
+        # the keeper must still see the tenant network take it over.
         self.leased_interfaces = [
             entry.name for entry in outcome.interfaces
-            if entry.dhcp == payloads.DHCP_LEASED]
+            if entry.dhcp in payloads.DHCP_SUCCESSFUL]
         try:
             # Before the scrub: if the process dies from here on, the next
             # start finishes the scrub and never serves.

@@ -316,15 +316,19 @@ def test_secrets_from_the_kernel_command_line_are_named_at_lockdown(
     assert 'node token came from the kernel command line' in caplog.text
 
 
-def test_leased_interfaces_are_kept_for_the_keeper(tmp_path):
+def test_leased_and_configured_interfaces_are_kept_for_the_keeper(
+        tmp_path):
     from rescue_worker import payloads
     locked, secret, stops = _lockdown(tmp_path)
 
     locked.engage(_outcome([
         payloads.InterfaceReport('eth0', None, payloads.DHCP_LEASED),
-        payloads.InterfaceReport('eth1', None, payloads.DHCP_NO_CARRIER)]))
+        payloads.InterfaceReport('eth1', None, payloads.DHCP_NO_CARRIER),
+        # networkd's: a daemon leases, the keeper must follow it too
+        payloads.InterfaceReport('ens3', None, payloads.DHCP_CONFIGURED),
+        payloads.InterfaceReport('ens4', None, payloads.DHCP_FAILED)]))
 
-    assert locked.leased_interfaces == ['eth0']
+    assert locked.leased_interfaces == ['eth0', 'ens3']
 
 
 def test_finish_interrupted_scrubs_and_refuses_when_marked(tmp_path):
