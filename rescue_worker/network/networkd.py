@@ -12,8 +12,10 @@ For each interface it writes ``<root_dir>/etc/systemd/network/
 
 atomically, then has networkd pick the files up with
 ``[rescue_worker] networkd_reload_command`` (``networkctl reload``).
-networkd then leases (and renews) on its own, so the status is
-``configured``, not ``leased``: the step does not wait for the lease.
+networkd then leases (and renews) on its own. On the live system the step
+waits, up to its timeout, for networkd's lease of each interface (its lease
+file): ``leased`` for those that have one by then, ``configured`` for the
+others, which networkd goes on asking for.
 ``DHCP=yes`` is DHCPv4 and DHCPv6 (the latter when a router advertisement
 asks for it); ``IPv6AcceptRA=yes`` takes router advertisements (SLAAC)
 even where the kernel forwards. With ``[rescue_worker] ipv6 = false`` the
@@ -148,7 +150,33 @@ class NetworkdBackend(base.DhcpBackend):
                 if error is not None:
                     self._last_error = error
                     return dict.fromkeys(interfaces, payloads.DHCP_FAILED)
+                return self._wait_for_leases(interfaces, timeout)
         return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
+
+    def _wait_for_leases(self, interfaces: Sequence[str],
+                         timeout: float) -> dict[str, str]:
+        """``leased`` for each interface whose lease networkd holds within
+        ``timeout`` seconds, ``configured`` for the others (networkd goes on
+        asking).
+
+        Waiting is what makes the outcome report the addresses: without
+        it the step returned before networkd's first lease, and the ``end``
+        named no address for the tenant to log in on."""
+        # An interface networkd cannot lease for (no such interface in
+        # sysfs) is not waited for.
+        waiting = {name for name in interfaces
+                   if self._lease_file(name) is not None}
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = {name for name in waiting
+                       if self._lease_stamp(name) is None}
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL)
+        return {name: (payloads.DHCP_CONFIGURED if name in waiting
+                       or self._lease_file(name) is None
+                       else payloads.DHCP_LEASED)
+                for name in interfaces}
 
     def _write(self, interface: str) -> None:
         path = self.network_file(interface)

@@ -57,6 +57,13 @@ def root(tmp_path):
     return tmp_path / 'root'
 
 
+@pytest.fixture
+def no_sysfs(tmp_path):
+    """A sysfs with no interfaces: networkd has nothing to lease, so
+    configure does not wait for a lease."""
+    return str(tmp_path / 'no-sys')
+
+
 def network_dir(root):
     return root / 'etc' / 'systemd' / 'network'
 
@@ -94,12 +101,13 @@ def networkctl(tmp_path):
             fail.write_text(command)
 
         @staticmethod
-        def serve(lease_file, renew=None, reconfigure=None):
+        def serve(lease_file, renew=None, reconfigure=None, reload=None):
             """Which server answers ``networkctl renew`` (None: none, the
-            old one is gone) and which one ``reconfigure`` finds."""
+            old one is gone) and which one ``reconfigure`` (or the first
+            lease after ``reload``) finds."""
             servers.write_text(json.dumps({
                 'lease_file': str(lease_file), 'renew': renew,
-                'reconfigure': reconfigure}))
+                'reconfigure': reconfigure, 'reload': reload}))
     return Fake
 
 
@@ -198,9 +206,10 @@ def test_the_live_system_is_root_dir_slash():
     assert not networkd.NetworkdBackend('/tmp').live
 
 
-def test_on_the_live_system_networkd_is_reloaded_once(root, networkctl):
+def test_on_the_live_system_networkd_is_reloaded_once(root, networkctl,
+                                                     no_sysfs):
     backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
-                                       live=True)
+                                       sysfs=no_sysfs, live=True)
 
     statuses = backend.configure(['eth0', 'eth1'], 30)
 
@@ -209,15 +218,53 @@ def test_on_the_live_system_networkd_is_reloaded_once(root, networkctl):
 
 
 def test_the_reload_command_runs_without_the_workers_environment(
-        root, networkctl, monkeypatch):
+        root, networkctl, no_sysfs, monkeypatch):
     monkeypatch.setenv(*fakes.WORKER_ONLY_VARIABLE)
     backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
-                                       live=True)
+                                       sysfs=no_sysfs, live=True)
 
     backend.configure(['eth0'], 30)
 
     assert networkctl.environ() == {'PATH': os.environ['PATH'],
                                     'LC_ALL': 'C'}
+
+
+def test_configure_waits_for_networkds_first_lease_and_reports_it(
+        leased, networkctl):
+    leased.lease_file.unlink()
+    networkctl.serve(leased.lease_file, reload='198.18.1.1')
+    backend = leased.backend(networkctl)
+
+    statuses = backend.configure(['eth0'], 30)
+
+    # The lease came with the reload: leased, and the server is known.
+    assert statuses == {'eth0': 'leased'}
+    assert backend.lease_server('eth0') == '198.18.1.1'
+
+
+def test_a_lease_networkd_already_holds_is_reported_at_once(
+        leased, networkctl):
+    backend = leased.backend(networkctl)
+
+    started = time.monotonic()
+    statuses = backend.configure(['eth0'], 30)
+
+    assert statuses == {'eth0': 'leased'}
+    assert time.monotonic() - started < 10
+
+
+def test_no_lease_within_the_timeout_is_configured_not_failed(
+        leased, networkctl):
+    # networkd goes on asking: the interface is configured, not failed;
+    # one unknown to sysfs (eth1) is not waited for.
+    leased.lease_file.unlink()
+    backend = leased.backend(networkctl)
+
+    started = time.monotonic()
+    statuses = backend.configure(['eth0', 'eth1'], 0.3)
+
+    assert statuses == {'eth0': 'configured', 'eth1': 'configured'}
+    assert time.monotonic() - started >= 0.3
 
 
 def test_on_the_live_system_without_networkctl_the_files_are_all(root):
@@ -228,10 +275,10 @@ def test_on_the_live_system_without_networkctl_the_files_are_all(root):
 
 
 def test_a_failed_reload_fails_the_interfaces_and_says_why(
-        root, networkctl):
+        root, networkctl, no_sysfs):
     networkctl.fail()
     backend = networkd.NetworkdBackend(str(root), networkctl=networkctl.path,
-                                       live=True)
+                                       sysfs=no_sysfs, live=True)
 
     statuses = backend.configure(['eth0'], 30)
 
@@ -343,9 +390,9 @@ def test_without_ipv6_the_file_asks_for_dhcpv4_only(root):
             'IPv6AcceptRA=yes', 'IPv6AcceptRA=no'))
 
 
-def test_the_reload_command_is_configurable(root, networkctl):
+def test_the_reload_command_is_configurable(root, networkctl, no_sysfs):
     backend = networkd.NetworkdBackend(
-        str(root), live=True,
+        str(root), live=True, sysfs=no_sysfs,
         reload_command=[networkctl.path, 'reload', '--now'])
 
     assert backend.configure(['eth0'], 30) == {'eth0': 'configured'}
