@@ -9,8 +9,9 @@ prints the build time and the sizes.
 ``systemd`` and ``busybox`` are Debian bookworm roots made by mmdebstrap
 from deb.debian.org, finished by ``<name>/customize.sh`` (the worker from
 this checkout in a venv, the kernel's modules, the image's own files) and
-packed into a zstd cpio. ``dib`` is built by diskimage-builder with the
-``elements/rescue-worker`` element (``dib.py``).
+packed into a zstd cpio. ``dib`` is a root that diskimage-builder makes
+(``debian-minimal`` and this project's ``elements/rescue-worker``, as a
+tarball), made a whole-root initramfs by ``dib/pack.sh``.
 
 Everything the build keeps lies under the output directory: the images,
 and ``.work/<name>`` while an image is being built (removed after, unless
@@ -30,9 +31,6 @@ import time
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(TOOLS))
-sys.path.insert(0, TOOLS)
-
-import dib  # noqa: E402
 
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
@@ -50,6 +48,10 @@ MODULES = 'virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng'
 RUNTIME = ['python3', 'openssh-server', 'sudo', 'iproute2', 'kmod',
            'libstdc++6']
 BUILD = ['python3-venv', 'gcc', 'libc6-dev', 'python3-dev']
+
+#: the host's CA bundle (Debian's ca-certificates), which pip in the image
+#: trusts during the build unless PIP_CERT or SSL_CERT_FILE name another
+HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 
 #: the kernel arguments every image needs: the serial console, and an
 #: initramfs root on ramfs, not tmpfs (capped at half the RAM)
@@ -72,7 +74,15 @@ IMAGES = {
         'cmdline': BASE_CMDLINE + ' quiet',
         'target_ram_mib': 256,
     },
-    'dib': dib.IMAGE,
+    # debian-minimal brings more than the two images above (apt, gnupg,
+    # the generic kernel, open-iscsi, software-properties-common with
+    # GLib and ICU): an operator's image is not stripped like them.
+    'dib': {
+        'init': 'systemd',
+        'backend': 'networkd',
+        'cmdline': BASE_CMDLINE,
+        'target_ram_mib': 512,
+    },
 }
 
 
@@ -143,6 +153,56 @@ def build_debian(name: str, spec: dict, work: str, out: str,
     pack(root, os.path.join(out, 'initrd.img'))
 
 
+def build_dib(work: str, out: str, args: argparse.Namespace) -> None:
+    """debian-minimal + rescue-worker by diskimage-builder, as a tarball;
+    then the same packing as the other images."""
+    program = shutil.which('disk-image-create') or os.path.join(
+        os.path.dirname(sys.executable), 'disk-image-create')
+    if not os.path.exists(program):
+        raise RuntimeError('disk-image-create is not installed (tox -e '
+                           'image installs diskimage-builder)')
+    src = os.path.join(work, 'src')
+    copy_checkout(src)
+    tmp = os.path.join(work, 'tmp')
+    os.makedirs(tmp)
+    # The host's pip settings name host paths; its CA bundle (a proxy's CA
+    # among it) is handed to the element instead.
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith('PIP_')}
+    ca = (os.environ.get('PIP_CERT') or os.environ.get('SSL_CERT_FILE')
+          or HOST_CA_BUNDLE)
+    if os.path.exists(ca):
+        env['DIB_RESCUE_WORKER_PIP_CERT'] = ca
+    env.update(
+        ELEMENTS_PATH=os.path.join(REPO, 'elements'),
+        DIB_RELEASE=SUITE,
+        DIB_DISTRIBUTION_MIRROR=args.mirror,
+        DIB_APT_SOURCES_CONF='\n'.join([
+            'default:deb %s %s main' % (args.mirror, SUITE),
+            'updates:deb %s %s-updates main' % (args.mirror, SUITE),
+            'security:deb %s %s-security main' % (args.security_mirror,
+                                                   SUITE)]),
+        DIB_RESCUE_WORKER_SOURCE=src,
+        DIB_RESCUE_WORKER_DHCP_BACKEND='networkd',
+        # Everything under the work directory: no cache in ~/.cache, no
+        # tmpfs mounted for the build.
+        DIB_IMAGE_CACHE=os.path.join(work, 'cache'),
+        TMP_DIR=tmp, TMPDIR=tmp, DIB_NO_TMPFS='1',
+        DIB_SHOW_IMAGE_USAGE='0')
+    run([program, '-a', 'amd64', '-t', 'tar', '--no-tmpfs',
+         '-o', os.path.join(work, 'rescue'), 'debian-minimal',
+         'rescue-worker'], env=env)
+    root = os.path.join(work, 'root')
+    os.makedirs(root)
+    run(['tar', '-C', root, '--numeric-owner', '-xpf',
+         os.path.join(work, 'rescue.tar')])
+    os.unlink(os.path.join(work, 'rescue.tar'))
+    shutil.rmtree(src)
+    run([os.path.join(TOOLS, 'dib', 'pack.sh'), root],
+        env=dict(os.environ, RW_TOOLS=TOOLS, RW_OUT=out, RW_MODULES=MODULES))
+    pack(root, os.path.join(out, 'initrd.img'))
+
+
 def build(name: str, args: argparse.Namespace) -> dict:
     spec = IMAGES[name]
     start = time.monotonic()
@@ -154,7 +214,7 @@ def build(name: str, args: argparse.Namespace) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(out)
     if name == 'dib':
-        dib.build(spec, work, out, args, REPO, TOOLS)
+        build_dib(work, out, args)
     else:
         build_debian(name, spec, work, out, args)
     kernel = os.path.join(out, 'vmlinuz')

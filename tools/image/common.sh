@@ -4,9 +4,12 @@
 # mmdebstrap runs a customize hook on the host, after the packages are
 # installed, with the image's root directory as $1; "chroot" runs a command
 # inside it (mmdebstrap has /proc, /sys and /dev mounted there until the
-# hook returns), and APT_CONFIG=$MMDEBSTRAP_APT_CONFIG has the host's apt
-# act on that root (there is no apt inside: the images use the "essential"
-# variant). build.py exports:
+# hook returns). There is no apt inside (the "essential" variant):
+# APT_CONFIG=$MMDEBSTRAP_APT_CONFIG lets the host's apt read that root's
+# package lists and state (apt-cache, apt-get download, apt-get -s), and
+# nothing more: an apt-get that installs or removes with it runs the HOST's
+# dpkg on a plan made for the root. Packages are removed with dpkg inside
+# the root (purge_build_tools). build.py exports:
 #
 #   RW_TOOLS   tools/image
 #   RW_SRC     a copy of the checkout (the files git knows of), in the work
@@ -84,6 +87,15 @@ install_kernel() {
     rm -rf "${root:?}/lib/modules/$version"
     mv "$dir/x/lib/modules/$version" "$root/lib/modules/$version"
     rm -rf "$dir"
+    printf '%s\n' "$version" >"$RW_OUT/kernel-version"
+    prune_modules "$root" "$version"
+}
+
+# prune_modules ROOT VERSION: only the modules of $RW_MODULES and what they
+# depend on, listed in modules-load.d so that they load at boot.
+prune_modules() {
+    root=$1
+    version=$2
     chroot "$root" depmod "$version"
     # shellcheck disable=SC2086
     chroot "$root" modprobe -a -S "$version" --show-depends $RW_MODULES |
@@ -95,7 +107,6 @@ install_kernel() {
     find "$root/lib/modules/$version/kernel" -type d -empty -delete
     rm -f "$root/tmp/keep"
     chroot "$root" depmod "$version"
-    printf '%s\n' "$version" >"$RW_OUT/kernel-version"
     # Loaded at boot by name (systemd-modules-load, the busybox image's
     # rcS): no dependence on udev's coldplug to find the NICs.
     mkdir -p "$root/etc/modules-load.d"
@@ -178,11 +189,32 @@ strip_root() {
         "$root"/usr/lib/"$python"/config-* \
         "$root"/usr/lib/"$python"/lib-dynload/_sqlite3.* \
         "$root"/usr/lib/"$python"/lib-dynload/_curses*.so
+    sourceless_python "$root"
+    # Only dpkg reads its file lists and maintainer scripts; the status
+    # file stays, to tell what is installed.
+    rm -rf "$root"/var/lib/dpkg/info/*
+    rm -f "$root"/usr/lib/x86_64-linux-gnu/libperl.so*
+    # udev's hardware database names devices for desktops (10 MB).
+    rm -rf "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
+        "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/systemd/catalog
+    chroot "$root" /usr/local/bin/rescue-worker --version >/dev/null
+}
+
+# sourceless_python ROOT
+sourceless_python() {
+    root=$1
+    python=$(basename "$(readlink -f "$root/usr/bin/python3")")
     # Sourceless Python: each module once, as bytecode next to where its
     # source was (compileall -b), not as source plus __pycache__. A third
     # of the image; tracebacks then name files and lines without quoting
     # them. A module that does not compile keeps its source.
-    chroot "$root" python3 -m compileall -q -b -j 0 "$VENV/lib" \
+    # -j 0 (a process per core) needs the /dev/shm that mmdebstrap
+    # mounts; without it, one process.
+    jobs=1
+    if [ -d "$root/dev/shm" ] && [ -e "$root/proc/self" ]; then
+        jobs=0
+    fi
+    chroot "$root" python3 -m compileall -q -b -j "$jobs" "$VENV/lib" \
         "/usr/lib/$python" "/usr/lib/python3" >/dev/null || true
     find "$root$VENV/lib" "$root/usr/lib/$python" "$root/usr/lib/python3" \
         -name '*.py' -type f | while read -r source; do
@@ -192,12 +224,4 @@ strip_root() {
     done
     find "$root$VENV/lib" "$root/usr/lib/$python" "$root/usr/lib/python3" \
         -depth -type d -name __pycache__ -exec rm -rf {} +
-    # Only dpkg reads its file lists and maintainer scripts; the status
-    # file stays, to tell what is installed.
-    rm -rf "$root"/var/lib/dpkg/info/*
-    rm -f "$root"/usr/lib/x86_64-linux-gnu/libperl.so*
-    # udev's hardware database names devices for desktops (10 MB).
-    rm -rf "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
-        "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/systemd/catalog
-    chroot "$root" /usr/local/bin/rescue-worker --version >/dev/null
 }
