@@ -288,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         log('%s: built in %.0f s, initramfs %s, kernel %s' % (
             name, m['build_seconds'], mib(m['initramfs_bytes']),
             mib(m['kernel_bytes'])))
-    shutil.rmtree(os.path.join(args.output_dir, '.work', '.tmp'),
-                  ignore_errors=True)
+    # The work directory goes once nothing is kept in it.
+    try:
+        os.rmdir(os.path.join(args.output_dir, '.work'))
+    except OSError:
+        pass
     print()
     print('%-8s %9s %14s %12s' % ('image', 'seconds', 'initramfs', 'kernel'))
     for m in results:
