@@ -13,9 +13,11 @@ For each interface it writes ``<root_dir>/etc/systemd/network/
 atomically, then has networkd pick the files up with
 ``[rescue_worker] networkd_reload_command`` (``networkctl reload``).
 networkd then leases (and renews) on its own. On the live system the step
-waits, up to its timeout, for networkd's lease of each interface (its lease
-file): ``leased`` for those that have one by then, ``configured`` for the
-others, which networkd goes on asking for.
+waits, up to its timeout, for networkd's lease of each interface: a lease
+file written after the reload (an interface whose file changed gives up the
+lease it had from the image's boot configuration) whose address is on the
+interface. ``leased`` for those that have one by then, ``configured`` for
+the others, which networkd goes on asking for.
 ``DHCP=yes`` is DHCPv4 and DHCPv6 (the latter when a router advertisement
 asks for it); ``IPv6AcceptRA=yes`` takes router advertisements (SLAAC)
 even where the kernel forwards. With ``[rescue_worker] ipv6 = false`` the
@@ -51,6 +53,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+import netifaces
 from oslo_config import cfg
 
 from rescue_worker import atomic
@@ -86,8 +89,10 @@ class NetworkdBackend(base.DhcpBackend):
                  leases_dir: str = LEASES_DIR,
                  sysfs: str = net_interfaces.SYSFS_NET,
                  live: bool | None = None, ipv6: bool = True,
-                 reload_command: Sequence[str] | None = None) -> None:
+                 reload_command: Sequence[str] | None = None,
+                 netifaces_module=netifaces) -> None:
         self.root_dir = root_dir
+        self.netifaces = netifaces_module
         #: whether this is the running system; by default when root_dir
         #: is ``/``
         self.live = (os.path.realpath(root_dir) == '/' if live is None
@@ -129,10 +134,13 @@ class NetworkdBackend(base.DhcpBackend):
         if not interfaces:
             return {}
         directory = os.path.join(self.root_dir, NETWORK_DIR)
+        # Taken before the reload: an interface whose .network file changes
+        # is reconfigured by networkd, and its lease from before (the boot
+        # configuration's) is about to go.
+        before = {name: self._lease_stamp(name) for name in interfaces}
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
-            for interface in interfaces:
-                self._write(interface)
+            changed = {name for name in interfaces if self._write(name)}
         except OSError as exc:
             raise base.BackendError(
                 'could not write the systemd-networkd configuration in %s '
@@ -150,26 +158,35 @@ class NetworkdBackend(base.DhcpBackend):
                 if error is not None:
                     self._last_error = error
                     return dict.fromkeys(interfaces, payloads.DHCP_FAILED)
-                return self._wait_for_leases(interfaces, timeout)
+                return self._wait_for_leases(interfaces, timeout, before,
+                                             changed)
         return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
 
-    def _wait_for_leases(self, interfaces: Sequence[str],
-                         timeout: float) -> dict[str, str]:
-        """``leased`` for each interface whose lease networkd holds within
-        ``timeout`` seconds, ``configured`` for the others (networkd goes on
-        asking).
+    def _wait_for_leases(self, interfaces: Sequence[str], timeout: float,
+                         before: dict[str, tuple[int, int] | None],
+                         changed: set[str]) -> dict[str, str]:
+        """``leased`` for each interface that holds networkd's lease, its
+        address on the interface, within ``timeout`` seconds; ``configured``
+        for the others (networkd goes on asking).
 
         Waiting is what makes the outcome report the addresses: without
-        it the step returned before networkd's first lease, and the ``end``
-        named no address for the tenant to log in on."""
-        # An interface networkd cannot lease for (no such interface in
-        # sysfs) is not waited for.
+        it the step returned before networkd's lease, and the ``end``
+        named no address for the tenant to log in on.
+        """
+        def holds_lease(name: str) -> bool:
+            stamp = self._lease_stamp(name)
+            if stamp is None or (name in changed and stamp == before[name]):
+                return False
+            address = self._lease_value(name, 'ADDRESS')
+            return address in net_interfaces.addresses(
+                name, self.netifaces)[0]
+
+        # An interface sysfs does not know is not waited for.
         waiting = {name for name in interfaces
                    if self._lease_file(name) is not None}
         deadline = time.monotonic() + timeout
         while True:
-            waiting = {name for name in waiting
-                       if self._lease_stamp(name) is None}
+            waiting = {name for name in waiting if not holds_lease(name)}
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_INTERVAL)
@@ -178,16 +195,18 @@ class NetworkdBackend(base.DhcpBackend):
                        else payloads.DHCP_LEASED)
                 for name in interfaces}
 
-    def _write(self, interface: str) -> None:
+    def _write(self, interface: str) -> bool:
+        """Write the file of ``interface``; whether it changed."""
         path = self.network_file(interface)
         data = network_file_content(interface, self.ipv6).encode()
         try:
             with open(path, 'rb') as f:
                 if f.read() == data:
-                    return
+                    return False
         except FileNotFoundError:
             pass
         atomic.write_atomically(path, data, mode=0o644)
+        return True
 
     def _call(self, program: str, args: Sequence[str],
               timeout: float) -> str | None:
@@ -268,14 +287,18 @@ class NetworkdBackend(base.DhcpBackend):
     def lease_server(self, interface: str) -> str | None:
         if not self.live:
             return None
+        return self._lease_value(interface, 'SERVER_ADDRESS')
+
+    def _lease_value(self, interface: str, key: str) -> str | None:
+        """One ``KEY=value`` of networkd's lease of ``interface``."""
         path = self._lease_file(interface)
         if path is None:
             return None
         try:
             with open(path) as f:
                 for line in f:
-                    key, _, value = line.strip().partition('=')
-                    if key == 'SERVER_ADDRESS' and value:
+                    name, _, value = line.strip().partition('=')
+                    if name == key and value:
                         return value
         except OSError:
             return None

@@ -123,14 +123,20 @@ def leased(root, tmp_path):
     (leases / '7').write_text('ADDRESS=198.18.1.100\n'
                               'SERVER_ADDRESS=198.18.1.1\n')
 
+    addresses = fakes.FakeNetifaces()
+    addresses.table['eth0'] = {fakes.AF_INET: [
+        {'addr': '198.18.1.100', 'netmask': '255.255.255.0'}]}
+
     class Leased:
         lease_file = leases / '7'
+        netifaces = addresses
 
         @staticmethod
         def backend(networkctl):
             return networkd.NetworkdBackend(
                 str(root), networkctl=networkctl.path,
-                leases_dir=str(leases), sysfs=str(sysfs), live=True)
+                leases_dir=str(leases), sysfs=str(sysfs), live=True,
+                netifaces_module=addresses)
     return Leased
 
 
@@ -237,14 +243,39 @@ def test_configure_waits_for_networkds_first_lease_and_reports_it(
 
     statuses = backend.configure(['eth0'], 30)
 
-    # The lease came with the reload: leased, and the server is known.
+    # The lease came with the reload, its address is on eth0: leased.
     assert statuses == {'eth0': 'leased'}
     assert backend.lease_server('eth0') == '198.18.1.1'
 
 
-def test_a_lease_networkd_already_holds_is_reported_at_once(
+def test_the_lease_from_before_a_changed_file_is_not_taken_for_one(
         leased, networkctl):
+    # eth0 leased with the image's boot configuration; the new file makes
+    # networkd give that lease up and ask again. No new lease came within
+    # the timeout: configured (networkd goes on asking), not leased.
     backend = leased.backend(networkctl)
+
+    statuses = backend.configure(['eth0'], 0.3)
+
+    assert statuses == {'eth0': 'configured'}
+
+
+def test_a_lease_whose_address_is_not_on_the_interface_is_not_held(
+        leased, networkctl):
+    leased.lease_file.unlink()
+    networkctl.serve(leased.lease_file, reload='198.18.1.1')
+    leased.netifaces.table['eth0'] = {}
+    backend = leased.backend(networkctl)
+
+    assert backend.configure(['eth0'], 0.3) == {'eth0': 'configured'}
+
+
+def test_an_unchanged_file_and_the_lease_networkd_holds_are_leased_at_once(
+        root, leased, networkctl):
+    # A second configure (the same request again): networkd keeps the
+    # lease it has, no new one comes, and none is needed.
+    backend = leased.backend(networkctl)
+    networkd.NetworkdBackend(str(root), live=False).configure(['eth0'], 30)
 
     started = time.monotonic()
     statuses = backend.configure(['eth0'], 30)
