@@ -133,34 +133,36 @@ class NetworkdBackend(base.DhcpBackend):
                   timeout: float) -> dict[str, str]:
         if not interfaces:
             return {}
-        directory = os.path.join(self.root_dir, NETWORK_DIR)
         # Taken before the reload: an interface whose .network file changes
         # is reconfigured by networkd, and its lease from before (the boot
         # configuration's) is about to go.
         before = {name: self._lease_stamp(name) for name in interfaces}
+        changed = self._write_all(interfaces)
+        if not (self.live and self.reload_command):
+            return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
+        program = shutil.which(self.reload_command[0])
+        if program is None:
+            LOG.warning('%s is not installed: the .network files are '
+                        'written, systemd-networkd reads them when it '
+                        'starts', self.reload_command[0])
+            return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
+        error = self._call(program, self.reload_command[1:], timeout)
+        if error is not None:
+            self._last_error = error
+            return dict.fromkeys(interfaces, payloads.DHCP_FAILED)
+        return self._wait_for_leases(interfaces, timeout, before, changed)
+
+    def _write_all(self, interfaces: Sequence[str]) -> set[str]:
+        """Write every interface's file; the interfaces whose changed."""
+        directory = os.path.join(self.root_dir, NETWORK_DIR)
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
-            changed = {name for name in interfaces if self._write(name)}
+            return {name for name in interfaces if self._write(name)}
         except OSError as exc:
             raise base.BackendError(
                 'could not write the systemd-networkd configuration in %s '
                 '(%s); check that the directory is writable' % (
                     directory, exc.strerror or exc)) from exc
-        if self.live and self.reload_command:
-            program = shutil.which(self.reload_command[0])
-            if program is None:
-                LOG.warning('%s is not installed: the .network files are '
-                            'written, systemd-networkd reads them when it '
-                            'starts', self.reload_command[0])
-            else:
-                error = self._call(program, self.reload_command[1:],
-                                   timeout)
-                if error is not None:
-                    self._last_error = error
-                    return dict.fromkeys(interfaces, payloads.DHCP_FAILED)
-                return self._wait_for_leases(interfaces, timeout, before,
-                                             changed)
-        return dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
 
     def _wait_for_leases(self, interfaces: Sequence[str], timeout: float,
                          before: dict[str, tuple[int, int] | None],
@@ -173,27 +175,34 @@ class NetworkdBackend(base.DhcpBackend):
         it the step returned before networkd's lease, and the ``end``
         named no address for the tenant to log in on.
         """
-        def holds_lease(name: str) -> bool:
-            stamp = self._lease_stamp(name)
-            if stamp is None or (name in changed and stamp == before[name]):
-                return False
-            address = self._lease_value(name, 'ADDRESS')
-            return address in net_interfaces.addresses(
-                name, self.netifaces)[0]
-
         # An interface sysfs does not know is not waited for.
-        waiting = {name for name in interfaces
-                   if self._lease_file(name) is not None}
+        waiting = [name for name in interfaces
+                   if self._lease_file(name) is not None]
+        leased = []
         deadline = time.monotonic() + timeout
-        while True:
-            waiting = {name for name in waiting if not holds_lease(name)}
-            if not waiting or time.monotonic() >= deadline:
-                break
-            time.sleep(POLL_INTERVAL)
-        return {name: (payloads.DHCP_CONFIGURED if name in waiting
-                       or self._lease_file(name) is None
-                       else payloads.DHCP_LEASED)
-                for name in interfaces}
+        while waiting and time.monotonic() < deadline:
+            for name in list(waiting):
+                if self._holds_new_lease(name, before[name],
+                                         name in changed):
+                    waiting.remove(name)
+                    leased.append(name)
+            if waiting:
+                time.sleep(POLL_INTERVAL)
+        statuses = dict.fromkeys(interfaces, payloads.DHCP_CONFIGURED)
+        statuses.update(dict.fromkeys(leased, payloads.DHCP_LEASED))
+        return statuses
+
+    def _holds_new_lease(self, interface: str,
+                         before: tuple[int, int] | None,
+                         changed: bool) -> bool:
+        """Whether networkd holds a lease of ``interface`` with its address
+        up; for a ``changed`` interface, a lease other than ``before``."""
+        stamp = self._lease_stamp(interface)
+        if stamp is None or (changed and stamp == before):
+            return False
+        address = self._lease_value(interface, 'ADDRESS')
+        return address in net_interfaces.addresses(interface,
+                                                   self.netifaces)[0]
 
     def _write(self, interface: str) -> bool:
         """Write the file of ``interface``; whether it changed."""
