@@ -137,6 +137,20 @@ class Paths:
     log: str
 
 
+def _log_no_lease(name: str, interface: str, code: int | None,
+                  elapsed: float, bound: float, log: str,
+                  given_up: bool) -> None:
+    """Say why a dhclient run on ``interface`` ended without a lease."""
+    if code is None and given_up:
+        LOG.info('%s on %s given up after %.1f s', name, interface, elapsed)
+    elif code is None:
+        LOG.warning('%s on %s was still running after %.0f s and was '
+                    'killed; see %s', name, interface, bound, log)
+    else:
+        LOG.warning('%s got no lease on %s in %.1f s (exit code %d); see %s',
+                    name, interface, elapsed, code, log)
+
+
 class DhclientBackend(dhcp_client.DhcpClientBackend):
     """Lease now with ISC dhclient, interfaces in parallel."""
 
@@ -233,17 +247,10 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
         started = time.monotonic()
         if (renew and family == 4 and
                 leases.newest(paths.leases, interface) is not None):
-            code = self._run(program, options, interface, paths,
-                             base.RENEW_ANSWER_WAIT, give_up)
-            if code == 0:
-                LOG.info('dhclient leased on %s in %.1f s (asked for '
-                         'its recorded lease)', interface,
-                         time.monotonic() - started)
-                self._wait_for_daemon(interface, family)
-                return payloads.DHCP_LEASED
-            if give_up is not None and give_up.is_set():
-                return payloads.DHCP_FAILED
-            self._discover_anew(interface, paths)
+            status = self._renew_recorded(program, options, interface,
+                                          paths, give_up)
+            if status is not None:
+                return status
         code = self._run(program, options, interface, paths, bound,
                          give_up)
         elapsed = time.monotonic() - started
@@ -251,18 +258,29 @@ class DhclientBackend(dhcp_client.DhcpClientBackend):
             LOG.info('%s leased on %s in %.1f s', name, interface, elapsed)
             self._wait_for_daemon(interface, family)
             return payloads.DHCP_LEASED
-        if code is None and give_up is not None and give_up.is_set():
-            LOG.info('%s on %s given up after %.1f s', name, interface,
-                     elapsed)
-        elif code is None:
-            LOG.warning('%s on %s was still running after %.0f s and '
-                        'was killed; see %s', name, interface, bound,
-                        paths.log)
-        else:
-            LOG.warning('%s got no lease on %s in %.1f s (exit code '
-                        '%d); see %s', name, interface, elapsed, code,
-                        paths.log)
+        given_up = give_up is not None and give_up.is_set()
+        _log_no_lease(name, interface, code, elapsed, bound, paths.log,
+                      given_up)
         return payloads.DHCP_FAILED
+
+    def _renew_recorded(self, program: str, options: list[str],
+                        interface: str, paths: Paths,
+                        give_up: threading.Event | None) -> str | None:
+        """Ask for the recorded lease, for ``base.RENEW_ANSWER_WAIT``: its
+        status when that settles it, else None with the lease made one to
+        discover anew for."""
+        started = time.monotonic()
+        code = self._run(program, options, interface, paths,
+                         base.RENEW_ANSWER_WAIT, give_up)
+        if code == 0:
+            LOG.info('dhclient leased on %s in %.1f s (asked for its '
+                     'recorded lease)', interface, time.monotonic() - started)
+            self._wait_for_daemon(interface, 4)
+            return payloads.DHCP_LEASED
+        if give_up is not None and give_up.is_set():
+            return payloads.DHCP_FAILED
+        self._discover_anew(interface, paths)
+        return None
 
     def _discover_anew(self, interface: str, paths: Paths) -> None:
         """After a renewal nobody answered in time: dhclient is to

@@ -194,27 +194,34 @@ def expire_newest(path: str, interface: str,
 _EXPIRE = re.compile(r'\bexpire\s[^;{}"]*;')
 
 
-def _block_spans(text: str, keyword: str) -> Iterator[tuple[int, int]]:
-    """Where each top-level ``<keyword> { ... }`` of ``text`` starts and
-    ends."""
+def _tokens_with_depth(text: str) -> Iterator[tuple[str, int, int, int]]:
+    """Each token of ``text``: itself, where it starts and ends, and how
+    deep in braces it stands."""
     depth = 0
-    start = None
-    previous = None
     for match in _TOKEN.finditer(text):
         token = match.group('token')
         if not token:
             continue
+        yield token, match.start('token'), match.end(), depth
         if token == '{':
-            if depth == 0 and previous is not None and \
-                    previous[0] == keyword:
-                start = previous[1]
             depth += 1
         elif token == '}' and depth:
             depth -= 1
-            if depth == 0 and start is not None:
-                yield start, match.end()
-                start = None
-        previous = (token, match.start('token'))
+
+
+def _block_spans(text: str, keyword: str) -> Iterator[tuple[int, int]]:
+    """Where each top-level ``<keyword> { ... }`` of ``text`` starts and
+    ends."""
+    start = None
+    previous: tuple[str, int] | None = None
+    for token, begin, end, depth in _tokens_with_depth(text):
+        if token == '{' and depth == 0 and previous is not None and \
+                previous[0] == keyword:
+            start = previous[1]
+        elif token == '}' and depth == 1 and start is not None:
+            yield start, end
+            start = None
+        previous = (token, begin)
 
 
 @dataclasses.dataclass(frozen=True)
