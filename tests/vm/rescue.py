@@ -158,6 +158,10 @@ class RescueRun:
                 'the end names no interface with MAC %s: %s' % (
                     mac, self.end['interfaces'])
             assert entry['dhcp'] in payloads.DHCP_SUCCESSFUL, entry
+            # The address the tenant logs in on: a leased NIC must name it.
+            assert entry['ipv4'] or entry['dhcp'] != payloads.DHCP_LEASED, \
+                'the end calls %s leased but names no IPv4 address: %s' % (
+                    entry['name'], entry)
             if entry['ipv4']:
                 [address] = entry['ipv4']
             else:
