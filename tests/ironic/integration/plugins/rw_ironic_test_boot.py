@@ -38,6 +38,7 @@ from ironic.drivers import base
 from oslo_log import log
 
 from rescue_worker import sandbox
+from rescue_worker.network import processes
 
 LOG = log.getLogger(__name__)
 
@@ -88,12 +89,9 @@ def _runs_in(pid: int, base_dir: str) -> bool:
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    ended = processes.wait_gone(pid, timeout)
+    _alive(pid)  # reaps it, if it is a child of this process
+    return ended
 
 
 class SandboxBoot(base.BootInterface):
