@@ -90,9 +90,23 @@ def log(message: str) -> None:
     print('image: %s' % message, flush=True)
 
 
-def run(argv: list[str], **kwargs) -> None:
+def run(argv: list[str], log_file: str | None = None, **kwargs) -> None:
+    """Run ``argv``; with ``log_file``, its output goes there (shown, its
+    end, only when it fails): diskimage-builder's thousands of lines would
+    bury every other result of a CI run."""
     log('$ %s' % ' '.join(shlex.quote(a) for a in argv))
-    subprocess.run(argv, check=True, **kwargs)
+    if log_file is None:
+        subprocess.run(argv, check=True, **kwargs)
+        return
+    log('its output: %s' % log_file)
+    with open(log_file, 'ab') as f:
+        try:
+            subprocess.run(argv, check=True, stdout=f,
+                           stderr=subprocess.STDOUT, **kwargs)
+        except subprocess.CalledProcessError:
+            with open(log_file, errors='replace') as written:
+                print(''.join(written.readlines()[-80:]), flush=True)
+            raise
 
 
 def copy_checkout(destination: str) -> None:
@@ -191,7 +205,8 @@ def build_dib(work: str, out: str, args: argparse.Namespace) -> None:
         DIB_SHOW_IMAGE_USAGE='0')
     run([program, '-a', 'amd64', '-t', 'tar', '--no-tmpfs',
          '-o', os.path.join(work, 'rescue'), 'debian-minimal',
-         'rescue-worker'], env=env)
+         'rescue-worker'], log_file=os.path.join(out, 'build.log'),
+        env=env)
     root = os.path.join(work, 'root')
     os.makedirs(root)
     run(['tar', '-C', root, '--numeric-owner', '-xpf',
