@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from rescue_worker import lockdown
+from rescue_worker.network import processes
 from tests import parts
 from tests.unit import test_systemd_unit
 
@@ -31,6 +32,12 @@ echo "fake worker $$: $*"
 # Tell a waiting test that the line above is written (blocks until read).
 if [ -n "$FAKE_READY" ]; then echo ready > "$FAKE_READY"; fi
 if [ -n "$FAKE_EXIT" ]; then exit "$FAKE_EXIT"; fi
+# After a rescue the worker execs the keeper: same pid, its module on the
+# command line; it tells a waiting test once it is the keeper.
+if [ -n "$FAKE_KEEPER" ]; then
+    exec sh -c 'trap "exit 0" TERM; echo keeper > "$FAKE_KEEPER"
+                while :; do sleep 1 & wait $!; done' rescue_worker.cmd.keeper
+fi
 if [ -n "$FAKE_IGNORE_TERM" ]; then
     trap 'echo ignoring TERM' TERM
 else
@@ -230,6 +237,31 @@ def test_with_the_lockdown_marker_nothing_starts(init):
                    init.state_dir)
     assert init.workers() == []
     assert not init.pidfile.exists()
+    assert init('status') == (
+        3, 'rescue-worker: not running: this node was rescued (%s/rescued)'
+           '\n' % init.state_dir)
+
+
+def test_the_keeper_a_rescued_worker_became_is_running_and_stops(
+        init, tmp_path):
+    keeper = tmp_path / 'keeper'
+    os.mkfifo(keeper)
+    assert init('start', FAKE_KEEPER=str(keeper))[0] == 0
+    pid = init.pid()
+    assert read_fifo(keeper) == 'keeper\n'
+    # The lockdown wrote its marker before the exec.
+    init.state_dir.mkdir(exist_ok=True)
+    (init.state_dir / 'rescued').write_text('req-1\n')
+
+    try:
+        assert init('status') == (
+            0, 'rescue-worker: running (pid %d): the tenant network keeper '
+               'of this rescued node\n' % pid)
+        assert init('stop') == (0, 'rescue-worker: stopped\n')
+        assert processes.has_ended(pid)
+    finally:
+        if not processes.has_ended(pid):
+            os.kill(pid, 9)
     assert init('status') == (
         3, 'rescue-worker: not running: this node was rescued (%s/rescued)'
            '\n' % init.state_dir)
