@@ -250,7 +250,8 @@ class RescueWorker:
             starter.start()
             next_report = self.BROKER_REPORT_INTERVAL
             while starter.is_alive():
-                self._check_start(starter, refused)
+                if self._check_start(starter, refused):
+                    break
                 waited = time.monotonic() - began
                 if starter.is_alive() and waited >= next_report:
                     LOG.warning('Still connecting to the broker at %s '
@@ -270,18 +271,31 @@ class RescueWorker:
                        rpc.broker_user(self.conf)))
 
     def _check_start(self, starter: threading.Thread,
-                     refused: rpc.CredentialsRefused) -> None:
-        """Wait a moment for the start; raise if it cannot end well."""
+                     refused: rpc.CredentialsRefused) -> bool:
+        """Wait a moment for the start; raise if it cannot end well.
+        True: stop waiting for it."""
         stop_requested = self._stop_requested.wait(1.0)
         if not starter.is_alive():
-            return
+            return True
         if refused.seen.is_set():
             raise self._credentials_refused()
+        if stop_requested and self.stop_reason == STOP_RESCUED:
+            # Not waiting for the broker: the start itself rescued the node
+            # (it finished a journaled request, or served a cast while
+            # worker.ready was going out) and is returning. Abandoning it
+            # here would skip worker.stopped and the tenant network keeper.
+            starter.join(self.conf.rescue_worker.shutdown_timeout)
+            if starter.is_alive():
+                LOG.warning('The start did not return within %d s of the '
+                            'lockdown; stopping without it',
+                            self.conf.rescue_worker.shutdown_timeout)
+            return True
         if stop_requested:
             raise StartAbandoned(
                 'stopped (%s) before the broker at %s answered; no request '
                 'was taken' % (self.stop_reason,
                                rpc.broker_hosts(self.conf)))
+        return False
 
     # -- lockdown ----------------------------------------------------------
 

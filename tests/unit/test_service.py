@@ -3,6 +3,7 @@ lockdown, stopped) without the real steps or a notifier. The whole worker
 on fake:// is exercised by test_endpoint.py and test_fixture.py."""
 
 import os
+import threading
 
 import oslo_messaging
 import pytest
@@ -238,3 +239,67 @@ def test_an_unreachable_broker_leaves_the_worker_stoppable(tmp_path,
     assert '127.0.0.1:1' in caplog.text
     assert 'broker-pw' not in caplog.text and 'broker-pw' not in str(
         abandoned)
+
+
+class _SeenEvent(threading.Event):
+    """An Event that says when a waiter has seen it set."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen_set = threading.Event()
+
+    def wait(self, timeout=None):
+        result = super().wait(timeout)
+        if result:
+            self.seen_set.set()
+        return result
+
+
+def test_a_rescue_finished_at_start_stops_with_worker_stopped(
+        node, transport, monkeypatch):
+    # Found in CI: a restart finished a journaled request and locked down
+    # while its start was still returning; the worker took that for a
+    # start abandoned before the broker answered, exited without
+    # worker.stopped and never became the tenant network keeper.
+    from rescue_worker import endpoint as rw_endpoint
+    monkeypatch.setattr(rw_endpoint, 'PUBLISH_RETRY_DELAY', 0.01)
+    broker_away = FakeNotifications(fail_outcomes=10 ** 6)
+    interrupted = _worker(node, transport, notifications=broker_away)
+    interrupted.start()
+    with broker_away.changed:
+        _cast(node, transport, 'req-1', node.token)
+        assert broker_away.changed.wait_for(
+            lambda: payloads.EVENT_START in broker_away.events(), TIMEOUT)
+    interrupted.request_stop(service.STOP_SIGNAL)
+    interrupted.stop()
+
+    restarted = _worker(node, transport)
+    restarted._stop_requested = _SeenEvent()
+    outcome = []
+    ended = threading.Event()
+    engage = restarted.lockdown.engage
+
+    def engage_then_wait_for_the_main_loop(outcome_payload):
+        # The lockdown asks the worker to stop; hold the start here until
+        # the main loop has seen that, then give a wrongly abandoned run
+        # the time to end before the start returns.
+        engage(outcome_payload)
+        assert restarted._stop_requested.seen_set.wait(TIMEOUT)
+        ended.wait(1.0)
+    restarted.lockdown.engage = engage_then_wait_for_the_main_loop
+
+    def run():
+        try:
+            outcome.append(restarted.run())
+        except service.StartAbandoned as exc:
+            outcome.append(exc)
+        ended.set()
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(TIMEOUT * 2)
+
+    assert outcome == [0]
+    assert restarted.notifications.last(payloads.EVENT_END).replayed
+    stopped = restarted.notifications.last(payloads.EVENT_STOPPED)
+    assert stopped.state == contract.RESCUED
+    assert stopped.reason == service.STOP_RESCUED
