@@ -159,8 +159,9 @@ def test_the_account_opens_only_after_the_secrets_are_gone(node,
     assert not os.path.exists(node.config_file)
 
 
-def test_sigterm_with_an_outcome_unpublished_exits_for_a_restart(
-        node, transport, monkeypatch):
+def _stopped_with_the_outcome_unpublished(node, transport, monkeypatch):
+    """A worker that rescued req-1 but could not publish its end, stopped
+    by SIGTERM while it was publishing it again and again."""
     from rescue_worker import endpoint as rw_endpoint
     monkeypatch.setattr(rw_endpoint, 'PUBLISH_RETRY_DELAY', 0.01)
     broker_away = FakeNotifications(fail_outcomes=10 ** 6)
@@ -170,9 +171,15 @@ def test_sigterm_with_an_outcome_unpublished_exits_for_a_restart(
         _cast(node, transport, 'req-1', node.token)
         assert broker_away.changed.wait_for(
             lambda: payloads.EVENT_START in broker_away.events(), TIMEOUT)
-    # SIGTERM while the end is being published again and again.
     worker.request_stop(service.STOP_SIGNAL)
     worker.stop()
+    return worker
+
+
+def test_sigterm_with_an_outcome_unpublished_exits_for_a_restart(
+        node, transport, monkeypatch):
+    worker = _stopped_with_the_outcome_unpublished(node, transport,
+                                                   monkeypatch)
 
     assert worker.exit_status_after_stop() == \
         service.EXIT_OUTCOME_UNPUBLISHED
@@ -261,18 +268,7 @@ def test_a_rescue_finished_at_start_stops_with_worker_stopped(
     # while its start was still returning; the worker took that for a
     # start abandoned before the broker answered, exited without
     # worker.stopped and never became the tenant network keeper.
-    from rescue_worker import endpoint as rw_endpoint
-    monkeypatch.setattr(rw_endpoint, 'PUBLISH_RETRY_DELAY', 0.01)
-    broker_away = FakeNotifications(fail_outcomes=10 ** 6)
-    interrupted = _worker(node, transport, notifications=broker_away)
-    interrupted.start()
-    with broker_away.changed:
-        _cast(node, transport, 'req-1', node.token)
-        assert broker_away.changed.wait_for(
-            lambda: payloads.EVENT_START in broker_away.events(), TIMEOUT)
-    interrupted.request_stop(service.STOP_SIGNAL)
-    interrupted.stop()
-
+    _stopped_with_the_outcome_unpublished(node, transport, monkeypatch)
     restarted = _worker(node, transport)
     restarted._stop_requested = _SeenEvent()
     outcome = []
