@@ -10,10 +10,12 @@ configures interfaces (``test_udhcpc_script.py`` runs that one with a fake
 ``ip``; ``tests/e2e`` runs everything for real).
 """
 
+import logging
 import os
 import select
 import signal
 import stat
+import threading
 import time
 
 import pytest
@@ -92,11 +94,13 @@ if plan.get('meet'):
     rendezvous(*plan['meet'])
 if plan.get('server'):
     if plan.get('applying'):
-        # The script applies the lease slowly: its marker, then the lease.
+        # The script applies the lease slowly: its marker, then the lease
+        # once the test opens the FIFO named by the plan.
         with open(os.path.join(directory, '%%s-%%s.applying' %% (name, iface)),
                   'w') as f:
             f.write('%%d\\n' %% os.getpid())
-        time.sleep(plan['applying'])
+        with open(plan['applying']) as f:
+            f.read()
     record('bound', lease=True, pid=plan.get('bound_pid'))
 while True:
     signal.pause()
@@ -229,11 +233,30 @@ def test_a_lease_of_another_udhcpc_is_not_this_ones(backend, fake):
 
 
 def test_a_lease_the_script_is_still_applying_gets_its_grace(
-        backend, fake, monkeypatch):
+        backend, fake, monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(udhcpc, 'SCRIPT_GRACE', 5.0)
-    fake.plan({'eth0': {'server': '198.18.1.1', 'applying': 1.5}})
+    caplog.set_level(logging.INFO, logger=udhcpc.LOG.name)
+    applied = str(tmp_path / 'applied')
+    os.mkfifo(applied)
+    fake.plan({'eth0': {'server': '198.18.1.1', 'applying': applied}})
 
-    assert backend.configure(['eth0'], 1) == {'eth0': 'leased'}
+    def finish_the_script():
+        with open(applied, 'w'):
+            pass
+
+    class _OnGrace(logging.Handler):
+        # The script finishes only once the deadline has passed and the
+        # backend has granted the grace.
+        def emit(self, record):
+            if 'still applying' in record.getMessage():
+                threading.Thread(target=finish_the_script,
+                                 daemon=True).start()
+    handler = _OnGrace()
+    udhcpc.LOG.addHandler(handler)
+    try:
+        assert backend.configure(['eth0'], 1) == {'eth0': 'leased'}
+    finally:
+        udhcpc.LOG.removeHandler(handler)
 
 
 def test_the_failure_hint_points_at_udhcpcs_output(backend, state_dir):
